@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# Install everything dlm-rs needs on a Debian bookworm machine (run as root).
+# Idempotent: a second run only checks.  Never touches the system's apt
+# sources; the kernel source comes through scripts/kernel.sh's private apt
+# configuration.
+set -euo pipefail
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+PKGS=(
+	# kernel build
+	build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils kmod
+	libclang-19-dev llvm-19 python3
+	# guests and harness
+	qemu-system-x86 busybox-static gfs2-utils nftables iproute2 e2fsprogs
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	log "installing: ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Rust: the rustup toolchain already on the machine, plus rust-src for the
+# kernel's own core/alloc build.
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v rustc >/dev/null; then
+	log "no rustc on PATH: the machine's rustup toolchain is required"
+	exit 1
+fi
+if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
+	log "adding rust-src"
+	rustup component add rust-src
+fi
+if ! bindgen --version 2>/dev/null | grep -q '0\.72\.1'; then
+	log "installing bindgen-cli 0.72.1 (about 90 s)"
+	LIBCLANG_PATH=/usr/lib/llvm-19/lib cargo install -q bindgen-cli --version 0.72.1 --locked
+fi
+log "ok: $(rustc --version), $(bindgen --version 2>&1 | head -1)"
