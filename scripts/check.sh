@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0
+#
+# dlm-rs test entry: `make check` runs this, and .ci/run runs `make check`.
+#
+#   scripts/check.sh [--only STAGE[,STAGE...]]
+#
+# Stages: setup kernel host harness tools cluster.  Every stage runs even when
+# an earlier one failed (unless it needs what failed); the last line is
+# "check: N passed, M failed" with the tests of every stage added up, and the
+# exit code is non-zero when anything failed.
+set -uo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+export PATH="$HOME/.cargo/bin:$PATH"
+logdir="$top/build/check"
+mkdir -p "$logdir"
+
+only=""
+if [ "${1:-}" = "--only" ]; then only=",$2,"; fi
+want() { [ -z "$only" ] || [[ "$only" == *",$1,"* ]]; }
+
+passed=0
+failed=0
+failures=()
+t0=$(date +%s)
+
+note() { printf '[check %4ds] %s\n' $(($(date +%s) - t0)) "$*"; }
+fail() { failed=$((failed + 1)); failures+=("$1"); note "FAIL: $1"; }
+
+# Run a command, keep its output in a log (and on stdout), return its status.
+run() {
+	local name=$1
+	shift
+	note "$name: $*"
+	"$@" 2>&1 | tee "$logdir/$name.log"
+	return "${PIPESTATUS[0]}"
+}
+
+# Add the "test result: ... N passed; M failed" lines of cargo test.
+count_cargo() {
+	local p f
+	p=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$1" | awk '{s+=$4} END {print s+0}')
+	f=$(grep -Eo '[0-9]+ failed;' "$1" | awk '{s+=$1} END {print s+0}')
+	passed=$((passed + p))
+	failed=$((failed + f))
+}
+
+# The "N passed, M failed" closing line of our own runners.
+count_plain() {
+	local line
+	line=$(grep -E '^([A-Za-z-]+: )?[0-9]+ passed, [0-9]+ failed' "$1" | tail -1)
+	if [ -z "$line" ]; then
+		return 1
+	fi
+	passed=$((passed + $(sed -E 's/^([A-Za-z-]+: )?([0-9]+) passed.*/\2/' <<<"$line")))
+	failed=$((failed + $(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")))
+}
+
+kdir=""
+if want setup; then
+	run setup bash scripts/setup.sh && passed=$((passed + 1)) || fail "setup"
+fi
+if want kernel || want cluster; then
+	if kdir=$(bash scripts/kernel.sh 2> >(tee "$logdir/kernel.log" >&2)); then
+		note "kernel: $kdir"
+		want kernel && passed=$((passed + 1))
+	else
+		kdir=""
+		fail "kernel build"
+	fi
+fi
+
+if want host; then
+	(cd rust/host && cargo fmt --check) >"$logdir/host-fmt.log" 2>&1 && passed=$((passed + 1)) ||
+		{ cat "$logdir/host-fmt.log"; fail "rustfmt (rust/host, rust/proto)"; }
+	(cd rust/host && cargo clippy -q --release --all-targets -- -D warnings) >"$logdir/host-clippy.log" 2>&1 &&
+		passed=$((passed + 1)) || { cat "$logdir/host-clippy.log"; fail "clippy (rust/host, rust/proto)"; }
+	run host-test bash -c 'cd rust/host && cargo test --release 2>&1'
+	rc=$?
+	count_cargo "$logdir/host-test.log"
+	[ $rc -eq 0 ] || fail "cargo test (rust/host)"
+	if [ -f rust/host/src/bin/dlm-sim.rs ] || [ -d rust/host/src/bin/dlm-sim ]; then
+		run simulator bash -c 'cd rust/host && cargo run -q --release --bin dlm-sim -- --seeds 10000'
+		rc=$?
+		count_plain "$logdir/simulator.log" || fail "simulator printed no result line"
+		[ $rc -eq 0 ] || fail "simulator"
+	else
+		fail "simulator (rust/host/src/bin/dlm-sim.rs) missing"
+	fi
+fi
+
+if want harness; then
+	run harness-unit python3 -m unittest discover -v -s scripts/tests
+	rc=$?
+	p=$(grep -Eo '^Ran [0-9]+ test' "$logdir/harness-unit.log" | awk '{print $2}')
+	if [ $rc -eq 0 ] && [ -n "$p" ] && [ "$p" -gt 0 ]; then
+		passed=$((passed + p))
+	else
+		fail "harness unit tests (scripts/tests)"
+	fi
+fi
+
+if want tools || want cluster; then
+	run tools make -C tools/dlmt && { want tools && passed=$((passed + 1)); } || fail "tools/dlmt build"
+fi
+
+if want cluster; then
+	if [ -n "$kdir" ]; then
+		run cluster python3 scripts/cluster/suite.py --kdir "$kdir"
+		rc=$?
+		count_plain "$logdir/cluster.log" || fail "cluster suite printed no result line"
+		[ $rc -eq 0 ] || fail "cluster suite"
+	else
+		fail "cluster suite (no kernel)"
+	fi
+fi
+
+note "done in $(($(date +%s) - t0)) s; logs in $logdir"
+for f in "${failures[@]}"; do note "failed: $f"; done
+echo "check: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
