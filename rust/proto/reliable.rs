@@ -36,6 +36,11 @@
 
 use super::seq::Seq;
 
+// The per-peer composition of version, reliable and close state.  It lives
+// in its own file; declared here so that rust/proto/mod.rs need not change.
+#[path = "peer.rs"]
+pub mod peer;
+
 /// More than this many messages delivered since our last ACK make the next
 /// send to that peer queue an ACK first (`DLM_SEND_ACK_BACK_MSG_THRESHOLD`).
 pub const SEND_ACK_THRESHOLD: u32 = 32;
@@ -83,6 +88,12 @@ pub trait UnackedQueue {
 
     /// Calls `f` on every entry, oldest first.
     fn for_each(&self, f: &mut dyn FnMut(Seq, &Self::Entry));
+
+    /// False when a push would be refused.  Queues that never refuse keep
+    /// the default.
+    fn has_room(&self) -> bool {
+        true
+    }
 }
 
 /// A fixed-capacity [`UnackedQueue`] that needs no allocator.
@@ -146,6 +157,10 @@ impl<E, const N: usize> UnackedQueue for RingQueue<E, N> {
 
     fn len(&self) -> usize {
         self.len
+    }
+
+    fn has_room(&self) -> bool {
+        self.len < N
     }
 
     fn for_each(&self, f: &mut dyn FnMut(Seq, &E)) {

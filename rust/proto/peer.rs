@@ -1,0 +1,411 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! One peer node as midcomms sees it: detected version, reliable
+//! (seq/ack) state and close-handshake state, glued together the way
+//! fs/dlm/midcomms.c does, without any I/O.
+//!
+//! [`Peer`] takes whole received frames (from the framer) and upper-layer
+//! send requests, and calls back into a [`PeerIo`] implemented by the
+//! caller for every effect: deliver a message to the lock manager, queue a
+//! `DLM_ACK` or a `DLM_FIN` on the connection, send an unacked message
+//! again, release an acked one, wake waiters, log.  The unacked messages
+//! themselves live in the caller's [`UnackedQueue`].  The kernel glue and
+//! the host simulator drive the very same code.
+//!
+//! Locking is the caller's business: every method takes `&mut self`, so the
+//! glue holds its per-node lock around each call (and around the write-queue
+//! placement done inside [`PeerIo::send_fin`] and the `build` closure of
+//! [`Peer::send`], which is what keeps wire order equal to sequence order).
+
+use super::super::fin::{self, Actions, Fin, State, Wait};
+use super::{AckOutcome, Inner, RecvAction, Reliable, SendError, UnackedQueue};
+use super::super::seq::Seq;
+use super::super::version::{Observed, PeerVersion, RecvError, VersionError};
+use super::super::wire::{self, Body, Message, Version};
+
+/// Something worth a (rate-limited) log line or a counter.  None of these
+/// needs any action from the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A received frame was dropped: invalid, or from the wrong version.
+    Dropped(RecvError),
+    /// The peer's version was learned from this message.
+    VersionDetected(Version),
+    /// A retransmitted message we already had; re-acked.
+    Duplicate {
+        /// Its number.
+        seq: Seq,
+        /// The number we wait for.
+        expected: Seq,
+    },
+    /// A message after a gap; dropped, not acked.
+    Gap {
+        /// Its number.
+        seq: Seq,
+        /// The number we wait for.
+        expected: Seq,
+    },
+    /// An ACK for numbers we never sent; ignored.
+    AckInvalid {
+        /// The ACK value.
+        ack: Seq,
+        /// Our next number to send.
+        seq_send: Seq,
+    },
+    /// A FIN that arrived while CLOSED with no users; acked, nothing else.
+    StaleFin {
+        /// Its number.
+        seq: Seq,
+    },
+    /// A message delivered after the peer's FIN (C warns once).
+    DeliveredAfterFin,
+    /// The close state machine saw an input it did not expect.
+    Unexpected(fin::Unexpected),
+    /// The node was reset (handshake done, stuck close, shutdown).
+    Reset,
+}
+
+/// Effects of [`Peer`] that the caller performs.
+pub trait PeerIo {
+    /// The caller's handle for an unacked message.
+    type Entry;
+
+    /// Hand a message to the lock manager (`dlm_receive_buffer()`); `seq`
+    /// is its number for a sequenced message.
+    fn deliver(&mut self, msg: Message<'_>, seq: Option<Seq>);
+
+    /// Queue a `DLM_ACK` with value `ack` on the connection (unsequenced,
+    /// never retransmitted).
+    fn send_ack(&mut self, ack: Seq);
+
+    /// Queue a `DLM_OPTS`-wrapped `DLM_FIN` with number `seq` on the
+    /// connection and return its unacked-queue entry.
+    fn send_fin(&mut self, seq: Seq) -> Self::Entry;
+
+    /// Queue another copy of unacked message `seq` on the connection, with
+    /// its original bytes.
+    fn resend(&mut self, seq: Seq, entry: &Self::Entry);
+
+    /// Message `seq` is acked (or the node was reset): drop the handle.
+    fn release(&mut self, seq: Seq, entry: Self::Entry);
+
+    /// Wake whoever waits in shutdown or version wait for this node.
+    fn wake(&mut self) {}
+
+    /// Log or count something.
+    fn event(&mut self, _event: Event) {}
+}
+
+/// Why [`Peer::send`] did not queue a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerSendError {
+    /// Version not detected yet: only the stateless path may be used.
+    NotDetected,
+    /// A 3.1 peer: send the message plain, unsequenced.
+    Plain,
+    /// Our FIN is already out (C warns and sends anyway; we refuse, since
+    /// the peer may already have reset its state).
+    Closing,
+    /// Too many unacked messages; retry after ACKs arrive.
+    Backpressure(SendError),
+}
+
+/// Per-peer midcomms state.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    nodeid: u32,
+    version: PeerVersion,
+    reliable: Reliable,
+    fin: Fin,
+}
+
+impl Peer {
+    /// A new peer for node `nodeid` (as `dlm_midcomms_addr()` creates it),
+    /// with at most `max_unacked` unacked messages.
+    pub const fn new(nodeid: u32, max_unacked: u32) -> Self {
+        Peer {
+            nodeid,
+            version: PeerVersion::new(),
+            reliable: Reliable::new(max_unacked),
+            fin: Fin::new(),
+        }
+    }
+
+    /// The peer's nodeid.
+    pub const fn nodeid(&self) -> u32 {
+        self.nodeid
+    }
+
+    /// Detected version.
+    pub const fn version(&self) -> Option<Version> {
+        self.version.get()
+    }
+
+    /// Reliable-layer state (counters).
+    pub const fn reliable(&self) -> &Reliable {
+        &self.reliable
+    }
+
+    /// Close-handshake state.
+    pub const fn fin(&self) -> &Fin {
+        &self.fin
+    }
+
+    /// Close-handshake state name and number, for debugfs.
+    pub const fn state(&self) -> State {
+        self.fin.state()
+    }
+
+    fn is_3_2(&self) -> bool {
+        self.version.get() == Some(Version::V3_2)
+    }
+
+    fn queue_fin<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(&mut self, q: &mut Q, io: &mut I) {
+        if let Some(ack) = self.reliable.ack_before_send() {
+            io.send_ack(ack);
+        }
+        let seq = self.reliable.seq_send();
+        let entry = io.send_fin(seq);
+        match self.reliable.queue_fin(q, entry) {
+            Ok(s) => self.fin.fin_queued(s),
+            // Only a full fixed-capacity queue gets here; the FIN is on the
+            // wire but will not be retransmitted.
+            Err((_, e)) => io.release(seq, e),
+        }
+    }
+
+    fn reset_rest<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(&mut self, q: &mut Q, io: &mut I) {
+        // Reported first, so the caller can tell that the releases that
+        // follow are a flush, not acknowledgements.
+        io.event(Event::Reset);
+        self.reliable.reset(q, &mut |s, e| io.release(s, e));
+        self.version.reset();
+    }
+
+    fn apply<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(
+        &mut self,
+        a: Actions,
+        q: &mut Q,
+        io: &mut I,
+    ) {
+        if let Some(u) = a.unexpected {
+            io.event(Event::Unexpected(u));
+        }
+        if a.send_ack {
+            io.send_ack(self.reliable.ack_value());
+        }
+        if a.send_fin.is_some() {
+            self.queue_fin(q, io);
+        }
+        if a.reset {
+            self.reset_rest(q, io);
+        }
+        if a.wake {
+            io.wake();
+        }
+    }
+
+    /// Handles one whole received frame from this peer.
+    ///
+    /// Invalid frames and version conflicts are reported through
+    /// [`PeerIo::event`] and returned; the caller drops them and goes on
+    /// with the next frame (none of them breaks the stream: framing errors
+    /// are the framer's).
+    pub fn receive<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(
+        &mut self,
+        frame: &[u8],
+        q: &mut Q,
+        io: &mut I,
+    ) -> Result<(), RecvError> {
+        let packet = match wire::parse(frame, self.nodeid) {
+            Ok(p) => p,
+            Err(e) => {
+                io.event(Event::Dropped(RecvError::Wire(e)));
+                return Err(RecvError::Wire(e));
+            }
+        };
+
+        if let Body::Opts(o) = packet.body {
+            if matches!(o.inner, wire::Inner::Fin)
+                && self.fin.stale_fin_in_closed()
+                && self.version.get() != Some(Version::V3_1)
+            {
+                io.event(Event::StaleFin { seq: Seq(o.seq) });
+                io.send_ack(Seq(o.seq).next());
+                return Ok(());
+            }
+        }
+
+        match self.version.observe(packet.version) {
+            Ok(Observed::Detected(v)) => {
+                io.event(Event::VersionDetected(v));
+                if v == Version::V3_2 {
+                    let a = self.fin.version_detected();
+                    self.apply(a, q, io);
+                } else {
+                    io.wake();
+                }
+            }
+            Ok(Observed::Known(_)) => {}
+            Err(e) => {
+                io.event(Event::Dropped(RecvError::Version(e)));
+                return Err(RecvError::Version(e));
+            }
+        }
+
+        match packet.body {
+            Body::Plain(msg) => {
+                if self.fin.stop_rx() {
+                    io.event(Event::DeliveredAfterFin);
+                }
+                io.deliver(msg, None);
+            }
+            Body::Ack { seq } => self.on_ack(Seq(seq), q, io),
+            Body::Opts(o) => {
+                let seq = Seq(o.seq);
+                let inner = match o.inner {
+                    wire::Inner::Fin => Inner::Fin,
+                    wire::Inner::Message(_) => Inner::Data,
+                };
+                match self.reliable.on_receive(seq, inner) {
+                    RecvAction::Deliver { ack } => {
+                        if let wire::Inner::Message(m) = o.inner {
+                            if self.fin.stop_rx() {
+                                io.event(Event::DeliveredAfterFin);
+                            }
+                            io.deliver(m, Some(seq));
+                        }
+                        if let Some(ack) = ack {
+                            io.send_ack(ack);
+                        }
+                    }
+                    RecvAction::Fin => {
+                        let a = self.fin.fin_received();
+                        self.apply(a, q, io);
+                    }
+                    RecvAction::Duplicate { ack } => {
+                        io.event(Event::Duplicate { seq, expected: ack });
+                        io.send_ack(ack);
+                    }
+                    RecvAction::Gap { expected } => io.event(Event::Gap { seq, expected }),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_ack<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(&mut self, ack: Seq, q: &mut Q, io: &mut I) {
+        match self.reliable.on_ack(q, ack, &mut |s, e| io.release(s, e)) {
+            AckOutcome::Released { to, .. } => {
+                let a = self.fin.on_acked(to);
+                self.apply(a, q, io);
+            }
+            AckOutcome::Stale => {}
+            AckOutcome::Invalid { ack, seq_send } => io.event(Event::AckInvalid { ack, seq_send }),
+        }
+    }
+
+    /// Sends a reliable message to a 3.2 peer: runs the send-side ACK
+    /// threshold, checks back-pressure, then calls `build` with the
+    /// message's number; `build` places the message (a `DLM_OPTS` with that
+    /// number in `u.h_seq`) on the connection and returns its handle, which
+    /// goes into the unacked queue.
+    pub fn send<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(
+        &mut self,
+        q: &mut Q,
+        io: &mut I,
+        build: impl FnOnce(Seq) -> Q::Entry,
+    ) -> Result<Seq, PeerSendError> {
+        match self.version.send_mode() {
+            Err(VersionError::NotDetected) | Err(VersionError::Mismatch { .. }) => {
+                return Err(PeerSendError::NotDetected)
+            }
+            Ok(super::super::version::SendMode::Plain) => return Err(PeerSendError::Plain),
+            Ok(super::super::version::SendMode::Sequenced) => {}
+        }
+        if self.fin.stop_tx() {
+            return Err(PeerSendError::Closing);
+        }
+        if let Some(ack) = self.reliable.ack_before_send() {
+            io.send_ack(ack);
+        }
+        if !self.reliable.can_send() || !q.has_room() {
+            return Err(PeerSendError::Backpressure(SendError::Backpressure {
+                unacked: self.reliable.unacked(),
+            }));
+        }
+        let seq = self.reliable.seq_send();
+        let entry = build(seq);
+        match self.reliable.queue_send(q, entry) {
+            Ok(s) => Ok(s),
+            Err((e, entry)) => {
+                io.release(seq, entry);
+                Err(PeerSendError::Backpressure(e))
+            }
+        }
+    }
+
+    /// True when [`Peer::send`] would accept a message now.
+    pub fn can_send<Q: UnackedQueue>(&self, q: &Q) -> bool {
+        self.is_3_2() && !self.fin.stop_tx() && self.reliable.can_send() && q.has_room()
+    }
+
+    /// A new connection to the peer is up: send every unacked message
+    /// again, in order (3.2 peers only).  Returns how many.
+    pub fn connected<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(&mut self, q: &Q, io: &mut I) -> u32 {
+        if !self.is_3_2() {
+            return 0;
+        }
+        self.reliable.retransmit(q, &mut |s, e| io.resend(s, e))
+    }
+
+    /// A lockspace added the node.
+    pub fn add_member<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(&mut self, q: &mut Q, io: &mut I) {
+        let a = self.fin.add_member();
+        self.apply(a, q, io);
+    }
+
+    /// A lockspace removed the node.
+    pub fn remove_member<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(&mut self, q: &mut Q, io: &mut I) {
+        let a = self.fin.remove_member();
+        self.apply(a, q, io);
+    }
+
+    /// Starts the active close at `now_ms`; then poll
+    /// [`Peer::poll_shutdown`].
+    pub fn shutdown<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(
+        &mut self,
+        now_ms: u64,
+        q: &mut Q,
+        io: &mut I,
+    ) -> Wait {
+        let a = self.fin.shutdown(self.is_3_2(), now_ms);
+        self.apply(a, q, io);
+        self.fin.poll_shutdown(now_ms)
+    }
+
+    /// Polls the active close.
+    pub fn poll_shutdown(&mut self, now_ms: u64) -> Wait {
+        self.fin.poll_shutdown(now_ms)
+    }
+
+    /// Version wait of the last lockspace release, started at `started_ms`.
+    pub fn poll_version_wait(&self, started_ms: u64, now_ms: u64) -> Wait {
+        self.fin
+            .poll_version_wait(self.version.get().is_some(), started_ms, now_ms)
+    }
+
+    /// Full reset (end of `dlm_midcomms_shutdown()`): everything unacked is
+    /// released, version and counters forgotten, state CLOSED.
+    pub fn reset<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(&mut self, q: &mut Q, io: &mut I) {
+        let a = self.fin.reset();
+        self.apply(a, q, io);
+    }
+
+    /// The node is being removed (`dlm_midcomms_close()`): waiters leave;
+    /// the caller then drops the peer and its queue.
+    pub fn close<I: PeerIo>(&mut self, io: &mut I) {
+        let _ = self.fin.close();
+        io.wake();
+    }
+}
