@@ -186,9 +186,9 @@ impl Framer {
 
 /// One piece of input being framed; see [`Framer::feed`].
 ///
-/// Dropping a `Feed` before `next_frame` returned `Ok(None)` or an error
-/// leaves the framer failed with [`FramingError::Abandoned`], because the
-/// unread rest of the piece can no longer be put back into the stream.
+/// Dropping a `Feed` while part of its input is still unread leaves the
+/// framer failed with [`FramingError::Abandoned`], because the unread rest
+/// of the piece can no longer be put back into the stream.
 pub struct Feed<'f, 'i> {
     framer: &'f mut Framer,
     input: &'i [u8],
@@ -271,7 +271,10 @@ impl Feed<'_, '_> {
 
 impl Drop for Feed<'_, '_> {
     fn drop(&mut self) {
-        if !self.done && self.framer.failed.is_none() {
+        // Unread input is lost: the stream cannot be resumed.  (A feed
+        // whose input is used up loses nothing, even if `next_frame` was
+        // not called again to see `Ok(None)`.)
+        if !self.done && !self.input.is_empty() && self.framer.failed.is_none() {
             self.framer.failed = Some(FramingError::Abandoned {
                 offset: self.framer.offset,
             });
