@@ -1,0 +1,594 @@
+# SPDX-License-Identifier: GPL-2.0
+"""QEMU cluster runner for dlm-rs (python3 stdlib only).
+
+A Cluster boots N (2..3) TCG guests from the test kernel and an initramfs
+(scripts/cluster/initramfs.py), joined by the fault-injecting L2 hub
+(scripts/hub.py) and sharing one raw disk image.  Each guest runs a command
+agent on a virtio-serial port; the host runs shell scripts there with a
+timeout and gets rc/stdout/stderr back.  Everything lives in one run
+directory (build/run-<timestamp>/ by default):
+
+    hub.sock hub.ctl hub.log     the hub and its log
+    node<N>.sock                 node N's end of the L2 segment
+    agent<N>.sock qmp<N>.sock    command channel and QMP of node N
+    console<N>.log qemu<N>.log   serial console and QEMU's own stderr
+    shared.raw                   the shared disk (sparse)
+    initramfs.cpio.gz            the guest image
+    transcript.log               every agent command and its result
+
+The host orders DLM membership changes in two phases (stop on every
+member, change the member lists, start on every member); see
+Documentation/testing.rst.
+"""
+
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
+BUILD = os.path.join(TOP, "build")
+sys.path.insert(0, HERE)
+
+import initramfs  # noqa: E402
+
+CLUSTER_NAME = "dlmrs"
+
+# Console lines that fail a run, whatever the scenario.
+BAD_CONSOLE = re.compile(
+    r"WARNING:|BUG:|Oops|Kernel panic|general protection fault|Call Trace:|"
+    r"blocked for more than|hung_task|KASAN|UBSAN|possible circular locking|"
+    r"possible recursive locking|inconsistent lock state|lockdep|"
+    r"suspicious RCU usage|unreferenced object|kmemleak|"
+    r"rcu_sched detected stall|rcu: INFO|soft lockup|hard LOCKUP|"
+    r"GFS2 WITHDRAW|withdrawn|fatal: I/O error")
+
+
+class ClusterError(Exception):
+    pass
+
+
+class CommandFailed(ClusterError):
+    pass
+
+
+class CommandTimeout(ClusterError):
+    pass
+
+
+class NodeDead(ClusterError):
+    pass
+
+
+def now():
+    return time.monotonic()
+
+
+class Result:
+    def __init__(self, node, script, rc, out, err, secs):
+        self.node, self.script, self.rc = node, script, rc
+        self.out, self.err, self.secs = out, err, secs
+
+    def kv(self, prefix=None):
+        """key=value pairs of the last stdout line (starting with prefix)."""
+        lines = [l for l in self.out.splitlines() if l.strip()]
+        if prefix:
+            lines = [l for l in lines if l.startswith(prefix)]
+        if not lines:
+            raise ClusterError("node %d: no %s line in output of %r: %r" %
+                               (self.node, prefix or "result", self.script, self.out))
+        return dict(re.findall(r"(\w+)=(\S*)", lines[-1]))
+
+
+class Pending:
+    """A command running in a guest."""
+
+    def __init__(self, agent, cid, script, timeout):
+        self.agent, self.cid, self.script, self.timeout = agent, cid, script, timeout
+        self.started = now()
+        self.done = threading.Event()
+        self.result = None
+        self.error = None
+
+    def wait(self, check=True):
+        # The guest kills the command at `timeout`; the host allows slack on
+        # top for the reply to arrive.
+        left = self.started + self.timeout + 15 - now()
+        if not self.done.wait(max(0, left)):
+            raise CommandTimeout("node %d: command timed out after %ds: %s" %
+                                 (self.agent.node, self.timeout, short(self.script)))
+        if self.error:
+            raise self.error
+        r = self.result
+        if check and r.rc != 0:
+            raise CommandFailed("node %d: rc=%d%s: %s\nstdout: %s\nstderr: %s" % (
+                r.node, r.rc, " (guest timeout)" if r.rc == 137 else "",
+                short(self.script), r.out.strip()[-2000:], r.err.strip()[-2000:]))
+        return r
+
+
+def short(s, n=160):
+    s = " ".join(s.split())
+    return s if len(s) <= n else s[:n] + "..."
+
+
+class Agent:
+    """Host end of a guest's command agent (see guest/agent)."""
+
+    def __init__(self, node, path, transcript):
+        self.node, self.path, self.transcript = node, path, transcript
+        self.sock = None
+        self.lock = threading.Lock()
+        self.pending = {}
+        self.next_id = 1
+        self.dead = None
+
+    def connect(self, deadline):
+        while True:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(self.path)
+                break
+            except OSError:
+                s.close()
+                if now() > deadline:
+                    raise ClusterError("node %d: cannot connect to %s" % (self.node, self.path))
+                time.sleep(0.1)
+        self.sock = s
+        threading.Thread(target=self._reader, daemon=True).start()
+
+    def _reader(self):
+        f = self.sock.makefile("rb")
+        try:
+            while True:
+                hdr = f.readline()
+                if not hdr:
+                    break
+                parts = hdr.decode(errors="replace").split()
+                if len(parts) != 5 or parts[0] != "R":
+                    continue
+                cid, rc, no, ne = (int(x) for x in parts[1:])
+                out = f.read(no)
+                err = f.read(ne)
+                p = self.pending.pop(cid, None)
+                if p is None:
+                    continue
+                p.result = Result(self.node, p.script, rc, out.decode(errors="replace"),
+                                  err.decode(errors="replace"), now() - p.started)
+                self.transcript.write("node%d #%d rc=%d %.1fs: %s\n%s%s" % (
+                    self.node, cid, rc, p.result.secs, short(p.script, 400),
+                    indent(p.result.out), indent(p.result.err, "! ")))
+                p.done.set()
+        except (OSError, ValueError):
+            pass
+        self.mark_dead(NodeDead("node %d: agent connection closed" % self.node))
+
+    def mark_dead(self, err):
+        self.dead = err
+        for p in list(self.pending.values()):
+            p.error = err
+            p.done.set()
+        self.pending.clear()
+
+    def start(self, script, timeout=60):
+        if self.dead:
+            raise self.dead
+        with self.lock:
+            cid = self.next_id
+            self.next_id += 1
+            p = Pending(self, cid, script, timeout)
+            self.pending[cid] = p
+            line = "C %d %d %s\n" % (cid, timeout, base64.b64encode(script.encode()).decode())
+            try:
+                self.sock.sendall(line.encode())
+            except OSError as e:
+                self.pending.pop(cid, None)
+                raise NodeDead("node %d: send failed: %s" % (self.node, e))
+        return p
+
+    def run(self, script, timeout=60, check=True):
+        return self.start(script, timeout).wait(check)
+
+
+def indent(text, prefix="  "):
+    if not text:
+        return ""
+    return "".join(prefix + l + "\n" for l in text.rstrip("\n").split("\n"))
+
+
+class Transcript:
+    def __init__(self, path):
+        self.f = open(path, "a", buffering=1)
+        self.lock = threading.Lock()
+        self.t0 = now()
+
+    def write(self, text):
+        with self.lock:
+            self.f.write("[%7.1f] %s" % (now() - self.t0, text))
+
+
+class Node:
+    def __init__(self, cluster, nodeid, dlm):
+        self.c = cluster
+        self.id = nodeid
+        self.dlm = dlm
+        d = cluster.dir
+        self.console = os.path.join(d, "console%d.log" % nodeid)
+        self.qmp_path = os.path.join(d, "qmp%d.sock" % nodeid)
+        self.agent = Agent(nodeid, os.path.join(d, "agent%d.sock" % nodeid), cluster.transcript)
+        self.proc = None
+        self.alive = False
+
+    def qemu_argv(self):
+        c = self.c
+        d = c.dir
+        n = self.id
+        append = ("console=ttyS0 panic=-1 printk.devkmsg=on "
+                  "dlmrs.node=%d dlmrs.nodes=%d dlmrs.cluster=%s dlmrs.dlm=%s" %
+                  (n, c.n, CLUSTER_NAME, "stock" if self.dlm == "stock" else "alt"))
+        return [
+            c.qemu, "-accel", "tcg", "-m", str(c.mem), "-smp", "1",
+            "-nographic", "-monitor", "none", "-no-reboot",
+            "-kernel", c.bzimage, "-initrd", c.initrd, "-append", append,
+            "-serial", "file:" + self.console,
+            "-netdev", "dgram,id=n0,local.type=unix,local.path=%s/node%d.sock,"
+                       "remote.type=unix,remote.path=%s/hub.sock" % (d, n, d),
+            "-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:%02x" % n,
+            "-drive", "file=%s,format=raw,if=none,cache=%s,id=d0" % (c.disk, c.cache),
+            "-device", "virtio-blk-pci,drive=d0,share-rw=on,serial=dlmrs-shared",
+            "-device", "virtio-serial-pci",
+            "-chardev", "socket,id=ag,path=%s,server=on,wait=off" % self.agent.path,
+            "-device", "virtserialport,chardev=ag,name=dlmrs.agent",
+            "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path,
+        ]
+
+    def boot(self):
+        argv = self.qemu_argv()
+        self.c.transcript.write("node%d qemu: %s\n" % (self.id, " ".join(argv)))
+        self.qemu_log = open(os.path.join(self.c.dir, "qemu%d.log" % self.id), "ab")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=self.qemu_log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.alive = True
+
+    def connect(self, deadline):
+        self.agent.connect(deadline)
+        # Ping until the guest's agent answers (it starts at the end of /init).
+        while True:
+            if self.proc.poll() is not None:
+                raise ClusterError("node %d: qemu exited with %s; see %s" %
+                                   (self.id, self.proc.returncode, self.console))
+            try:
+                r = self.agent.start("cat /run/dlm/node", timeout=5)
+                if r.done.wait(2) and r.result and r.result.rc == 0:
+                    if r.result.out.strip() != str(self.id):
+                        raise ClusterError("node %d answered as %r" % (self.id, r.result.out))
+                    return
+            except NodeDead:
+                raise
+            if now() > deadline:
+                raise ClusterError("node %d: agent did not answer; see %s" % (self.id, self.console))
+
+    def run(self, script, timeout=60, check=True):
+        return self.agent.run(script, timeout, check)
+
+    def start(self, script, timeout=60):
+        return self.agent.start(script, timeout)
+
+    def qmp(self, *cmds):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(self.qmp_path)
+        f = s.makefile("rwb")
+        f.readline()
+        out = []
+        for cmd in ({"execute": "qmp_capabilities"},) + cmds:
+            f.write(json.dumps(cmd).encode() + b"\n")
+            f.flush()
+            while True:
+                line = f.readline()
+                if not line:
+                    break
+                m = json.loads(line)
+                if "return" in m or "error" in m:
+                    out.append(m)
+                    break
+        s.close()
+        return out
+
+    def kill(self):
+        """Crash the node: SIGKILL its QEMU (no shutdown, no FIN, no RST)."""
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.alive = False
+        self.agent.mark_dead(NodeDead("node %d was killed" % self.id))
+
+    def quit(self):
+        """Stop the VM through QMP quit (falls back to SIGKILL)."""
+        if self.proc and self.proc.poll() is None:
+            try:
+                self.qmp({"execute": "quit"})
+                self.proc.wait(10)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                self.kill()
+        self.alive = False
+        self.agent.mark_dead(NodeDead("node %d was stopped" % self.id))
+
+    def console_text(self):
+        try:
+            with open(self.console, "rb") as f:
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+
+class Cluster:
+    def __init__(self, kdir, n=3, dlm=None, run_dir=None, name="run", mem=768,
+                 disk_mb=1024, seed=1, mkfs=None, log=None, initrd=None):
+        if not 2 <= n <= 9:
+            raise ClusterError("2..9 nodes")
+        self.kdir = kdir
+        self.n = n
+        self.dlm = dlm or ["stock"] * n
+        if len(self.dlm) != n:
+            raise ClusterError("--dlm needs one entry per node")
+        self.mem = mem
+        self.disk_mb = disk_mb
+        self.seed = seed
+        self.mkfs = mkfs
+        self.logf = log or (lambda m: print(m, flush=True))
+        if run_dir is None:
+            run_dir = os.path.join(BUILD, "run-%s-%s" % (time.strftime("%Y%m%d-%H%M%S"), name))
+        self.dir = os.path.abspath(run_dir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.transcript = Transcript(os.path.join(self.dir, "transcript.log"))
+        self.qemu = "qemu-system-x86_64"
+        self.bzimage = os.path.join(kdir, "arch/x86/boot/bzImage")
+        self.initrd = initrd
+        self.disk = os.path.join(self.dir, "shared.raw")
+        self.cache = "none"
+        self.hub = None
+        self.nodes = {}
+
+    def log(self, msg):
+        self.logf(msg)
+        self.transcript.write("# %s\n" % msg)
+
+    # --- bring-up ---------------------------------------------------------
+
+    def prepare(self):
+        if not os.path.exists(self.bzimage):
+            raise ClusterError("no bzImage in %s (build the kernel first)" % self.kdir)
+        alts = sorted(set(d for d in self.dlm if d != "stock"))
+        if len(alts) > 1:
+            raise ClusterError("one alternative dlm.ko per run, got %s" % alts)
+        if self.initrd is None:
+            self.initrd = os.path.join(self.dir, "initramfs.cpio.gz")
+            initramfs.build(self.kdir, self.initrd, alts[0] if alts else None)
+        with open(self.disk, "wb") as f:
+            f.truncate(self.disk_mb << 20)
+        if self.mkfs:
+            subprocess.run(self.mkfs + [self.disk], check=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.STDOUT)
+        if not odirect_ok(self.dir):
+            self.cache = "writethrough"
+
+    def start_hub(self):
+        hubpy = os.path.join(TOP, "scripts", "hub.py")
+        self.hub_proc = subprocess.Popen(
+            [sys.executable, hubpy, "--dir", self.dir, "--nodes", str(self.n),
+             "--seed", str(self.seed), "--log", os.path.join(self.dir, "hub.log")],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+            start_new_session=True)
+        line = self.hub_proc.stdout.readline()
+        if "hub ready" not in line:
+            raise ClusterError("hub did not start: %r" % line)
+        self.hub = Hub(os.path.join(self.dir, "hub.ctl"))
+
+    def boot(self, timeout=180):
+        t0 = now()
+        self.prepare()
+        self.start_hub()
+        for i in range(1, self.n + 1):
+            self.nodes[i] = Node(self, i, self.dlm[i - 1])
+            self.nodes[i].boot()
+        deadline = now() + timeout
+        for node in self.nodes.values():
+            node.connect(deadline)
+        self.log("booted %d nodes (%s) in %.1fs; run dir %s" % (
+            self.n, ",".join(self.dlm), now() - t0, self.dir))
+
+    def __enter__(self):
+        try:
+            self.boot()
+        except BaseException:
+            self.shutdown()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.shutdown()
+
+    def shutdown(self):
+        for node in self.nodes.values():
+            if node.proc and node.proc.poll() is None:
+                node.kill()
+        if self.hub:
+            try:
+                self.hub.cmd("quit")
+            except (OSError, ClusterError):
+                pass
+        hp = getattr(self, "hub_proc", None)
+        if hp:
+            try:
+                hp.wait(5)
+            except subprocess.TimeoutExpired:
+                hp.kill()
+                hp.wait()
+        self.hub = None
+
+    # --- running things -----------------------------------------------------
+
+    def node(self, i):
+        return self.nodes[i]
+
+    def alive(self):
+        return [i for i, n in sorted(self.nodes.items()) if n.alive]
+
+    def on(self, ids, script, timeout=60, check=True):
+        """Run script on several nodes in parallel; {id: Result}.
+
+        script may be a function of the node id."""
+        pend = {i: self.nodes[i].start(script(i) if callable(script) else script, timeout)
+                for i in ids}
+        res, errors = {}, []
+        for i, p in pend.items():
+            try:
+                res[i] = p.wait(check)
+            except ClusterError as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
+        return res
+
+    # --- DLM membership (the host plays corosync) ---------------------------
+
+    def join(self, ls, ids, timeout=120):
+        """All of ids join ls at once (static membership: each join waits for
+        the others)."""
+        self.log("join %s on %s" % (ls, ids))
+        members = " ".join(str(i) for i in ids)
+        self.on(ids, "dlm-controller members %s '%s' && dlmt join %s" % (ls, members, ls),
+                timeout)
+
+    def recover_count(self, i, ls):
+        r = self.nodes[i].run("dmesg | grep -c 'dlm: %s: dlm_recover [0-9]* generation [0-9]* done' || true" % ls)
+        return int(r.out.strip() or 0)
+
+    def change_members(self, ls, ids, members, between=None, wait=True, timeout=120):
+        """Two-phase membership change on the running members ids: stop all,
+        set the member list (and run between(), e.g. rmdir a dead comm), start
+        all, then wait until each has finished a new recovery."""
+        self.log("membership %s: stop %s, members -> %s, start" % (ls, ids, members))
+        before = {i: self.recover_count(i, ls) for i in ids}
+        self.on(ids, "dlm-controller stop %s" % ls)
+        lst = " ".join(str(m) for m in members)
+        self.on(ids, "dlm-controller members %s '%s'" % (ls, lst))
+        if between:
+            between()
+        self.on(ids, "dlm-controller start %s" % ls)
+        if wait:
+            self.wait_recovered(ls, ids, before, timeout)
+
+    def wait_recovered(self, ls, ids, before, timeout=120):
+        deadline = now() + timeout
+        left = set(ids)
+        while left:
+            for i in sorted(left):
+                if self.recover_count(i, ls) > before[i]:
+                    left.discard(i)
+            if not left:
+                break
+            if now() > deadline:
+                raise ClusterError("%s: recovery did not finish on %s within %ds" %
+                                   (ls, sorted(left), timeout))
+            time.sleep(1)
+
+    # --- checks -----------------------------------------------------------
+
+    def console_problems(self, ids=None):
+        """Lines of the consoles that match BAD_CONSOLE: {node: [lines]}."""
+        out = {}
+        for i, node in sorted(self.nodes.items()):
+            if ids is not None and i not in ids:
+                continue
+            bad = [l for l in node.console_text().splitlines() if BAD_CONSOLE.search(l)]
+            if bad:
+                out[i] = bad
+        return out
+
+    def kmemleak_scan(self):
+        """Debug flavour: ask kmemleak for a scan on every live node."""
+        for i in self.alive():
+            self.nodes[i].run("[ -e /sys/kernel/debug/kmemleak ] || exit 0; "
+                              "echo scan > /sys/kernel/debug/kmemleak; sleep 1; "
+                              "cat /sys/kernel/debug/kmemleak > /dev/kmsg", timeout=120)
+
+
+class Hub:
+    """Client of the hub's control socket (one command per line)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.lock = threading.Lock()
+
+    def cmd(self, line):
+        with self.lock:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.settimeout(10)
+            s.connect(self.path)
+            f = s.makefile("rwb")
+            f.write(line.encode() + b"\n")
+            f.flush()
+            reply = f.readline().decode().strip()
+            s.close()
+        if not reply.startswith("ok"):
+            raise ClusterError("hub: %s -> %s" % (line, reply))
+        return reply
+
+    def stats(self):
+        return {k: v for k, v in re.findall(r"(\w+)=(\S+)", self.cmd("stats"))}
+
+
+def odirect_ok(d):
+    p = os.path.join(d, ".odirect-probe")
+    try:
+        fd = os.open(p, os.O_CREAT | os.O_RDWR | os.O_DIRECT, 0o600)
+        os.close(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        try:
+            os.unlink(p)
+        except OSError:
+            pass
+
+
+def default_kdir():
+    env = os.environ.get("KDIR")
+    if env:
+        return env
+    r = subprocess.run(["bash", os.path.join(TOP, "scripts", "kernel.sh")],
+                       stdout=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise ClusterError("scripts/kernel.sh failed")
+    return r.stdout.strip().splitlines()[-1]
+
+
+def parse_dlm(spec, n):
+    """--dlm stock,stock,/path/dlm.ko (one per node; a single entry applies
+    to every node)."""
+    if not spec:
+        return ["stock"] * n
+    parts = spec.split(",")
+    if len(parts) == 1:
+        parts = parts * n
+    if len(parts) != n:
+        raise ClusterError("--dlm needs 1 or %d entries" % n)
+    out = []
+    for p in parts:
+        if p == "stock":
+            out.append(p)
+        else:
+            if not os.path.isfile(p):
+                raise ClusterError("no such dlm.ko: %s" % p)
+            out.append(os.path.abspath(p))
+    return out

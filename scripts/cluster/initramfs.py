@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""Build the initramfs of a dlm-rs test guest (python3 stdlib only).
+
+Contents: busybox-static with its applet links, the guest scripts of
+scripts/cluster/guest (/init, agent, dlm-controller, torture-loop), the
+static dlmt tool, the kernel tree's modules (staged with
+``make modules_install``, cached under build/), an optional alternative
+dlm.ko at /lib/modules/alt/dlm.ko, and the dynamically linked host tools
+nft, ss and tc with the libraries ldd reports.
+
+The archive is written directly in cpio "newc" format, so /dev/console can
+be a real device node without root, and compressed with gzip.
+
+    python3 scripts/cluster/initramfs.py --kdir TREE --out FILE [--alt-dlm KO]
+"""
+
+import argparse
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+TOP = os.path.dirname(os.path.dirname(HERE))
+GUEST = os.path.join(HERE, "guest")
+BUILD = os.path.join(TOP, "build")
+
+# Host tools copied with their libraries, for in-guest fault injection.
+HOST_TOOLS = ("nft", "ss", "tc")
+
+
+class Cpio:
+    """Minimal cpio newc writer."""
+
+    def __init__(self):
+        self.buf = bytearray()
+        self.ino = 1000
+        self.names = set()
+
+    def _entry(self, name, mode, data=b"", rdev=(0, 0), mtime=0):
+        name = name.lstrip("/")
+        if name in self.names:
+            return
+        self.names.add(name)
+        self.ino += 1
+        nameb = name.encode() + b"\0"
+        hdr = "070701" + "".join("%08x" % v for v in (
+            self.ino, mode, 0, 0, 2 if stat.S_ISDIR(mode) else 1, mtime,
+            len(data), 0, 0, rdev[0], rdev[1], len(nameb), 0))
+        self.buf += hdr.encode() + nameb
+        self._pad()
+        self.buf += data
+        self._pad()
+
+    def _pad(self):
+        if len(self.buf) % 4:
+            self.buf += b"\0" * (4 - len(self.buf) % 4)
+
+    def dir(self, name, mode=0o755):
+        name = name.strip("/")
+        if name in ("", "."):
+            return
+        parts = name.split("/")
+        for i in range(1, len(parts) + 1):
+            self._entry("/".join(parts[:i]), stat.S_IFDIR | mode)
+
+    def file(self, name, data, mode=0o644):
+        self.dir(os.path.dirname(name.strip("/")) or ".")
+        self._entry(name, stat.S_IFREG | mode, data)
+
+    def symlink(self, name, target):
+        self.dir(os.path.dirname(name.strip("/")) or ".")
+        self._entry(name, stat.S_IFLNK | 0o777, target.encode())
+
+    def chardev(self, name, major, minor, mode=0o600):
+        self.dir(os.path.dirname(name.strip("/")))
+        self._entry(name, stat.S_IFCHR | mode, rdev=(major, minor))
+
+    def host_file(self, name, path, mode=None):
+        with open(path, "rb") as f:
+            data = f.read()
+        if mode is None:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        self.file(name, data, mode)
+
+    def tree(self, dest, src):
+        for root, dirs, files in os.walk(src):
+            dirs.sort()
+            rel = os.path.relpath(root, src)
+            d = dest if rel == "." else os.path.join(dest, rel)
+            self.dir(d)
+            for f in sorted(files):
+                p = os.path.join(root, f)
+                if os.path.islink(p):
+                    self.symlink(os.path.join(d, f), os.readlink(p))
+                else:
+                    self.host_file(os.path.join(d, f), p)
+
+    def finish(self):
+        self._entry("TRAILER!!!", 0)
+        return bytes(self.buf)
+
+
+def log(msg):
+    print("[initramfs] " + msg, file=sys.stderr, flush=True)
+
+
+def kernel_release(kdir):
+    with open(os.path.join(kdir, "include/config/kernel.release")) as f:
+        return f.read().strip()
+
+
+def stage_modules(kdir):
+    """make modules_install into a cache directory keyed by the tree."""
+    built = os.path.join(kdir, ".dlmrs-built")
+    stamp = "%s:%d" % (os.path.realpath(kdir),
+                       int(os.stat(built).st_mtime) if os.path.exists(built) else 0)
+    key = hashlib.sha256(stamp.encode()).hexdigest()[:12]
+    stage = os.path.join(BUILD, "modules-" + key)
+    if os.path.exists(os.path.join(stage, ".done")):
+        return stage
+    log("staging modules of %s into %s" % (kdir, stage))
+    if os.path.exists(stage):
+        shutil.rmtree(stage)
+    os.makedirs(stage)
+    subprocess.run(["make", "-s", "-C", kdir, "modules_install",
+                    "INSTALL_MOD_PATH=" + stage, "INSTALL_MOD_STRIP=1"],
+                   check=True, stdout=subprocess.DEVNULL)
+    open(os.path.join(stage, ".done"), "w").close()
+    return stage
+
+
+def busybox_path():
+    for p in ("/bin/busybox", "/usr/bin/busybox"):
+        if os.path.exists(p):
+            out = subprocess.run(["file", "-L", p], capture_output=True, text=True).stdout
+            if "statically linked" in out or "static-pie" in out:
+                return p
+    raise SystemExit("busybox-static not found (apt-get install busybox-static)")
+
+
+def ldd_libs(path):
+    out = subprocess.run(["ldd", path], capture_output=True, text=True, check=True).stdout
+    libs = []
+    for line in out.splitlines():
+        m = re.search(r"=>\s+(/\S+)", line) or re.match(r"\s*(/\S+)\s+\(", line)
+        if m:
+            libs.append(m.group(1))
+    return libs
+
+
+def find_dlmt():
+    """The dlmt binary: $DLMT, else tools/dlmt built into build/dlmt/."""
+    env = os.environ.get("DLMT")
+    if env:
+        return env
+    d = os.path.join(TOP, "tools", "dlmt")
+    if not os.path.isdir(d):
+        raise SystemExit("tools/dlmt is missing")
+    o = os.path.join(BUILD, "dlmt")
+    subprocess.run(["make", "-s", "-C", d, "O=" + o], check=True)
+    return os.path.join(o, "dlmt")
+
+
+def build(kdir, out, alt_dlm=None, dlmt=None):
+    c = Cpio()
+    for d in ("bin", "sbin", "usr/bin", "usr/sbin", "lib", "lib64", "etc",
+              "proc", "sys", "dev", "tmp", "run", "mnt", "root", "var"):
+        c.dir(d)
+    c.chardev("dev/console", 5, 1)
+    c.chardev("dev/null", 1, 3, 0o666)
+    c.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n")
+    c.file("etc/group", b"root:x:0:\n")
+
+    # Host tools first, so busybox applets of the same name do not shadow them.
+    for tool in HOST_TOOLS:
+        path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
+        if not path:
+            raise SystemExit("host tool %s not found (apt-get install nftables iproute2)" % tool)
+        real = os.path.realpath(path)
+        c.host_file("usr/sbin/" + tool, real, 0o755)
+        for lib in ldd_libs(real):
+            c.host_file(lib.lstrip("/"), os.path.realpath(lib), 0o755)
+
+    bb = busybox_path()
+    c.host_file("bin/busybox", bb, 0o755)
+    applets = subprocess.run([bb, "--list-full"], capture_output=True, text=True,
+                             check=True).stdout.split()
+    for a in applets:
+        if os.path.basename(a) in HOST_TOOLS or a in ("bin/busybox", "linuxrc"):
+            continue
+        c.symlink(a, "/bin/busybox")
+
+    c.host_file("init", os.path.join(GUEST, "init"), 0o755)
+    for s in ("agent", "dlm-controller", "torture-loop"):
+        c.host_file("sbin/" + s, os.path.join(GUEST, s), 0o755)
+    dlmt = dlmt or find_dlmt()
+    c.host_file("sbin/dlmt", dlmt, 0o755)
+
+    stage = stage_modules(kdir)
+    c.tree("lib/modules", os.path.join(stage, "lib", "modules"))
+    if alt_dlm:
+        c.host_file("lib/modules/alt/dlm.ko", alt_dlm, 0o644)
+
+    data = c.finish()
+    tmp = out + ".tmp"
+    with gzip.open(tmp, "wb", compresslevel=3) as f:
+        f.write(data)
+    os.replace(tmp, out)
+    log("%s: %d KiB (%d KiB uncompressed)" % (out, os.path.getsize(out) // 1024,
+                                             len(data) // 1024))
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--kdir", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--alt-dlm", help="alternative dlm.ko (staged at /lib/modules/alt)")
+    ap.add_argument("--dlmt", help="dlmt binary (default: build tools/dlmt)")
+    a = ap.parse_args()
+    build(a.kdir, a.out, a.alt_dlm, a.dlmt)
+
+
+if __name__ == "__main__":
+    main()

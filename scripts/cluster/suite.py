@@ -1,0 +1,472 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""dlm-rs cluster suite: DLM and GFS2 scenarios on a 3-node QEMU cluster.
+
+    python3 scripts/cluster/suite.py [--only NAME[,NAME]] [--dlm SPEC] [--kdir TREE]
+
+Each scenario boots a fresh cluster, is bounded by a host-side timeout, and
+asserts outcomes (exact LVB counters, file contents, fsck, clean consoles).
+The last line is "N passed, M failed"; the exit status is non-zero if
+anything failed.  See Documentation/testing.rst.
+"""
+
+import argparse
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import cluster as C  # noqa: E402
+
+LS = "t"
+RES = "counter"
+BATCH = 20          # increments per `dlmt torture` batch in torture-loop
+
+
+class Failed(Exception):
+    pass
+
+
+def check(cond, msg):
+    if not cond:
+        raise Failed(msg)
+
+
+class Ctx:
+    """What a scenario gets: the cluster, a progress printer, and a dict of
+    numbers to report."""
+
+    def __init__(self, cl, name, t0):
+        self.cl, self.name, self.t0 = cl, name, t0
+        self.numbers = {}
+
+    def say(self, msg):
+        line = "[%5.0fs] %s: %s" % (time.monotonic() - self.t0, self.name, msg)
+        print(line, flush=True)
+        self.cl.transcript.write("# %s\n" % line)
+
+
+# --- helpers shared by scenarios ---------------------------------------------
+
+def lvb_value(cl, node, ls=LS, res=RES, extra=""):
+    r = cl.node(node).run("dlmt lvb %s %s %s" % (ls, res, extra), timeout=60)
+    return int(r.kv("lvb")["value"])
+
+
+def start_torture(cl, node, secs, tag, ls=LS, res=RES, batch=BATCH, extra=""):
+    return cl.node(node).start("torture-loop %s %s %d %d %s %s" %
+                               (ls, res, secs, batch, tag, extra), timeout=secs + 240)
+
+
+def torture_total(pending):
+    r = pending.wait(check=False)
+    kv = r.kv("torture-loop")
+    if r.rc != 0 or kv.get("failed") != "0":
+        raise Failed("node %d: torture failed (rc=%d): %s %s" %
+                     (r.node, r.rc, r.out.strip()[-600:], r.err.strip()[-600:]))
+    return int(kv["total"]), int(kv["secs"])
+
+
+def master_of(cl, ls=LS, res=RES):
+    """Node that masters res, from the debugfs dump of the live nodes."""
+    for i in cl.alive():
+        r = cl.node(i).run("cat /sys/kernel/debug/dlm/%s 2>/dev/null || true" % ls)
+        text = r.out
+        m = re.search(r'Name \(len=\d+\) "%s"\n(Master Copy|Local Copy, Master is node (\d+))'
+                      % re.escape(res), text)
+        if m:
+            return i if m.group(1) == "Master Copy" else int(m.group(2))
+    return None
+
+
+def tcp_opens(cl, ids):
+    """Sum of TCP ActiveOpens + PassiveOpens (new connections) of nodes."""
+    total = 0
+    for i in ids:
+        r = cl.node(i).run("cat /proc/net/snmp")
+        lines = [l.split() for l in r.out.splitlines() if l.startswith("Tcp:")]
+        hdr, val = lines[0], lines[1]
+        d = dict(zip(hdr[1:], val[1:]))
+        total += int(d["ActiveOpens"]) + int(d["PassiveOpens"])
+    return total
+
+
+def dmesg_count(cl, ids, pattern):
+    n = 0
+    for i in ids:
+        r = cl.node(i).run("dmesg | grep -c -E '%s' || true" % pattern)
+        n += int(r.out.strip() or 0)
+    return n
+
+
+def anchor(cl, ctx, node=1, ls=LS, res=RES):
+    """Hold an NL lock on the counter resource on node for the whole
+    scenario.  The LVB only lives while some lock exists on the resource
+    (tools/dlmt/README.rst), and the first node to lock a resource becomes
+    its master, so this also makes node the master.  The victim of the
+    leave and kill scenarios is another node: the LVB lives on the master.
+    Returns a function that releases the hold."""
+    cl.node(node).run("dlmt hold %s --res %s --mode NL > /tmp/anchor.out 2>&1 & "
+                      "echo $! > /tmp/anchor.pid; i=0; while ! grep -q ready=1 /tmp/anchor.out; "
+                      "do i=$((i+1)); [ $i -lt 600 ] || { cat /tmp/anchor.out; exit 1; }; "
+                      "usleep 100000; done" % (ls, res), timeout=90)
+    v = lvb_value(cl, node)
+    check(v == 0, "fresh resource %s has LVB value %d, expected 0" % (res, v))
+    m = master_of(cl, ls, res)
+    ctx.say("anchor NL lock on %s held by node %d; master is node %s" % (res, node, m))
+
+    def release():
+        cl.node(node).run("kill $(cat /tmp/anchor.pid); i=0; while ! grep -q released= "
+                          "/tmp/anchor.out; do i=$((i+1)); [ $i -lt 300 ] || exit 1; "
+                          "usleep 100000; done; cat /tmp/anchor.out", timeout=60)
+    return release
+
+
+# --- scenarios -------------------------------------------------------------
+
+def sc_join(cl, ctx):
+    ids = cl.alive()
+    cl.join(LS, ids)
+    ctx.say("3 nodes joined lockspace %s" % LS)
+    anchor(cl, ctx)
+    pend = {i: start_torture(cl, i, 15, "j%d" % i) for i in ids}
+    totals = {}
+    for i, p in pend.items():
+        totals[i] = torture_total(p)
+    s = sum(t for t, _ in totals.values())
+    secs = max(d for _, d in totals.values())
+    v = lvb_value(cl, 2)
+    ctx.say("torture: per node %s, sum %d, LVB read on node 2: %d" %
+            ({i: t for i, (t, _) in totals.items()}, s, v))
+    check(s > 0, "no increments")
+    check(v == s, "LVB counter %d != sum of increments %d" % (v, s))
+    ctx.numbers["torture_ops_per_sec"] = round(s / max(secs, 1), 1)
+    ctx.numbers["increments"] = s
+
+
+def sc_resets(cl, ctx):
+    ids = cl.alive()
+    cl.join(LS, ids)
+    anchor(cl, ctx)
+    opens0 = tcp_opens(cl, ids)
+    conn0 = dmesg_count(cl, ids, "got connection from")
+    hub0 = cl.hub.stats()
+    # Phase 1: the hub kills every port-21064 connection every 200 ms.
+    cl.hub.cmd("reset-every 200")
+    ctx.say("hub: reset-every 200 ms for 30 s while 3 nodes torture")
+    pend = {i: start_torture(cl, i, 30, "r%d" % i) for i in ids}
+    try:
+        totals = {i: torture_total(p) for i, p in pend.items()}
+    finally:
+        cl.hub.cmd("reset-stop")
+    hub1 = cl.hub.stats()
+    resets = int(hub1["resets"]) - int(hub0["resets"])
+    rst = int(hub1["rst_frames"]) - int(hub0["rst_frames"])
+    opens1 = tcp_opens(cl, ids)
+    conn1 = dmesg_count(cl, ids, "got connection from")
+    s1 = sum(t for t, _ in totals.values())
+    v1 = lvb_value(cl, 3)
+    ctx.say("phase 1: increments %s sum %d, LVB %d; hub resets=%d rst_frames=%d; "
+            "new TCP connections %d, accepted by dlm %d" %
+            ({i: t for i, (t, _) in totals.items()}, s1, v1, resets, rst,
+             opens1 - opens0, conn1 - conn0))
+    check(resets > 0, "the hub injected no reset")
+    check(opens1 - opens0 > 0 and conn1 - conn0 > 0,
+          "no new DLM connections: the resets did not take effect")
+    check(v1 == s1, "LVB counter %d != sum of increments %d under hub resets" % (v1, s1))
+
+    # Phase 2: in-guest ss -K on node 2 every 200 ms for 10 s.
+    ctx.say("in-guest: ss -K of port-21064 connections on node 2 every 200 ms for 10 s")
+    killer = cl.node(2).start(
+        "n=0; end=$(($(date +%s)+10)); while [ $(date +%s) -lt $end ]; do "
+        "k=$(ss -K -t -n state established '( dport = :21064 or sport = :21064 )' | "
+        "grep -c 21064); n=$((n+k)); usleep 200000; done; echo sskill killed=$n",
+        timeout=60)
+    pend = {i: start_torture(cl, i, 10, "s%d" % i) for i in ids}
+    totals2 = {i: torture_total(p) for i, p in pend.items()}
+    killed = int(killer.wait().kv("sskill")["killed"])
+    s2 = sum(t for t, _ in totals2.values())
+    v2 = lvb_value(cl, 1)
+    opens2 = tcp_opens(cl, ids)
+    ctx.say("phase 2: increments sum %d, LVB %d (expected %d); ss -K killed %d sockets; "
+            "new TCP connections %d" % (s2, v2, s1 + s2, killed, opens2 - opens1))
+    check(killed > 0, "ss -K killed no socket")
+    check(v2 == s1 + s2, "LVB counter %d != %d after ss -K resets" % (v2, s1 + s2))
+    ctx.numbers.update(hub_resets=resets, hub_rst_frames=rst, ss_killed=killed,
+                       new_connections=opens2 - opens0, increments=s1 + s2,
+                       torture_ops_per_sec_under_resets=round(
+                           s1 / max(max(d for _, d in totals.values()), 1), 1))
+
+
+def sc_leave_rejoin(cl, ctx):
+    ids = cl.alive()
+    cl.join(LS, ids)
+    anchor(cl, ctx)
+    pend = {i: start_torture(cl, i, 60, "l%d" % i) for i in (1, 2)}
+    t3a, _ = torture_total(start_torture(cl, 3, 5, "l3a"))
+    m = master_of(cl)
+    ctx.say("node 3 did %d increments; %s is mastered by node %s; node 3 leaves" %
+            (t3a, RES, m))
+    check(m != 3, "resource master is the leaving node; the LVB would not survive")
+    cl.node(3).run("dlmt leave %s" % LS, timeout=60)
+    cl.change_members(LS, [1, 2], [1, 2])
+    ctx.say("survivors 1,2 recovered without node 3; node 3 rejoins")
+    time.sleep(3)
+    before = {i: cl.recover_count(i, LS) for i in (1, 2)}
+    cl.change_members(LS, [1, 2], [1, 2, 3], wait=False)
+    cl.node(3).run("dlm-controller members %s '1 2 3' && dlmt join %s" % (LS, LS), timeout=120)
+    cl.wait_recovered(LS, [1, 2], before)
+    ctx.say("node 3 rejoined; torture on node 3 again")
+    t3b, _ = torture_total(start_torture(cl, 3, 8, "l3b"))
+    t1, _ = torture_total(pend[1])
+    t2, _ = torture_total(pend[2])
+    s = t1 + t2 + t3a + t3b
+    v = lvb_value(cl, 3)
+    ctx.say("increments: node1 %d node2 %d node3 %d+%d = %d; LVB read on node 3: %d" %
+            (t1, t2, t3a, t3b, s, v))
+    check(v == s, "LVB counter %d != sum of increments %d" % (v, s))
+    ctx.numbers["increments"] = s
+
+
+def sc_kill(cl, ctx):
+    ids = cl.alive()
+    cl.join(LS, ids)
+    anchor(cl, ctx)
+    # If node 3 dies holding EX, recovery marks the LVB not valid (its value
+    # stays the master's last committed one): the survivors accept that flag.
+    inval = "--allow-invalid"
+    pend = {i: start_torture(cl, i, 45, "k%d" % i, extra=inval) for i in (1, 2)}
+    victim = cl.node(3).start("torture-loop %s %s 600 %d k3 %s" % (LS, RES, BATCH, inval),
+                              timeout=700)
+    time.sleep(12)
+    m = master_of(cl)
+    check(m is not None and m != 3, "resource master is %s; the victim must not be the "
+          "master (the LVB would be lost with it)" % m)
+    ctx.say("killing node 3 (SIGKILL of its QEMU); %s mastered by node %d" % (RES, m))
+    cl.node(3).kill()
+    del victim
+    cl.change_members(LS, [1, 2], [1, 2],
+                      between=lambda: cl.on([1, 2], "dlm-controller rmcomm 3"))
+    ctx.say("survivors recovered; waiting for their torture to finish")
+    t1, _ = torture_total(pend[1])
+    t2, _ = torture_total(pend[2])
+    # Node 3's completed batches were reported on its console before the kill.
+    rep = re.findall(r"dlmrs-torture k3 batch=\d+ rc=0 .*? ok=(\d+)", cl.node(3).console_text())
+    t3 = sum(int(x) for x in rep)
+    v = lvb_value(cl, 1, extra=inval)
+    lo, hi = t1 + t2 + t3, t1 + t2 + t3 + BATCH
+    ctx.say("increments: node1 %d node2 %d node3 reported %d (%d batches, at most %d more "
+            "in flight); LVB %d, allowed [%d, %d]" % (t1, t2, t3, len(rep), BATCH, v, lo, hi))
+    check(t3 > 0, "node 3 reported no completed batch before the kill")
+    check(lo <= v <= hi, "LVB counter %d outside [%d, %d]" % (v, lo, hi))
+    ctx.numbers.update(increments_reported=lo, lvb=v, in_flight=v - lo)
+
+
+GFS_FILES = 40        # distinct files per node, and creates per node in shared/
+GFS_REGION = 64 * 1024  # each node's region of the shared file
+
+
+def file_content(node, i):
+    return "".join("node %d file %d line %d\n" % (node, i, k) for k in range(64)).encode()
+
+
+def region_content(node):
+    line = ("node %d region " % node).encode()
+    out = (line * (GFS_REGION // len(line) + 1))[:GFS_REGION]
+    return out
+
+
+def sc_gfs2(cl, ctx):
+    ids = cl.alive()
+    ctx.say("mounting gfs2 (lock_dlm, %s:gfs0, 3 journals) on 3 nodes" % C.CLUSTER_NAME)
+    cl.on(ids, "mount -t gfs2 -o localflocks /dev/vda /mnt && grep ' /mnt ' /proc/mounts",
+          timeout=180)
+    cl.node(1).run("mkdir -p /mnt/shared && dd if=/dev/zero of=/mnt/shared.bin bs=%d "
+                   "count=3 2>/dev/null && sync" % GFS_REGION, timeout=120)
+
+    def writer(n):
+        return (
+            "set -e; mkdir -p /mnt/n%(n)d; i=0; while [ $i -lt %(f)d ]; do "
+            "k=0; while [ $k -lt 64 ]; do echo \"node %(n)d file $i line $k\"; k=$((k+1)); done"
+            " > /mnt/n%(n)d/f$i; "
+            "k=0; while [ $k -lt 64 ]; do echo \"node %(n)d file $i line $k\"; k=$((k+1)); done"
+            " > /mnt/shared/c%(n)d-$i; i=$((i+1)); done; "
+            "r='node %(n)d region '; while [ ${#r} -lt %(reg)d ]; do r=\"$r$r\"; done; "
+            "printf '%%s' \"$r\" | head -c %(reg)d > /tmp/region; "
+            "dd if=/tmp/region of=/mnt/shared.bin bs=%(reg)d seek=%(seek)d count=1 conv=notrunc "
+            "2>/dev/null; sync; echo wrote node=%(n)d"
+            % {"n": n, "f": GFS_FILES, "reg": GFS_REGION, "seek": n - 1})
+    ctx.say("concurrent writes: %d files per node, %d creates per node in one directory, "
+            "one 64 KiB region per node of a shared file" % (GFS_FILES, GFS_FILES))
+    cl.on(ids, writer, timeout=300)
+
+    # Verify every node's data from another node.
+    for n in ids:
+        reader = ids[n % len(ids)]
+        exp = {}
+        for i in range(GFS_FILES):
+            md5 = hashlib.md5(file_content(n, i)).hexdigest()
+            exp["/mnt/n%d/f%d" % (n, i)] = md5
+            exp["/mnt/shared/c%d-%d" % (n, i)] = md5
+        r = cl.node(reader).run(
+            "md5sum /mnt/n%d/* /mnt/shared/c%d-*; dd if=/mnt/shared.bin bs=%d skip=%d count=1 "
+            "2>/dev/null | md5sum | sed 's|-$|region|'" % (n, n, GFS_REGION, n - 1),
+            timeout=120)
+        got = {}
+        for line in r.out.splitlines():
+            h, _, p = line.strip().partition("  ")
+            got[p.strip()] = h
+        for p, h in exp.items():
+            check(got.get(p) == h, "node %d reads %s with md5 %s, expected %s" %
+                  (reader, p, got.get(p), h))
+        reg = hashlib.md5(region_content(n)).hexdigest()
+        check(got.get("region") == reg, "node %d reads node %d's region of shared.bin with md5 "
+              "%s, expected %s" % (reader, n, got.get("region"), reg))
+    r = cl.node(2).run("ls /mnt/shared | wc -l; stat -c %s /mnt/shared.bin")
+    count, size = r.out.split()
+    check(int(count) == len(ids) * GFS_FILES, "shared/ has %s entries, expected %d" %
+          (count, len(ids) * GFS_FILES))
+    check(int(size) == len(ids) * GFS_REGION, "shared.bin is %s bytes" % size)
+    ctx.say("all content verified from other nodes; unmounting one node at a time")
+
+    # Unmount with a membership change after each node, like dlm_controld.
+    left = list(ids)
+    for n in reversed(ids):
+        cl.node(n).run("umount /mnt", timeout=180)
+        left.remove(n)
+        if left:
+            cl.change_members("gfs0", left, left)
+    r = subprocess.run(["fsck.gfs2", "-n", cl.disk], capture_output=True, text=True,
+                       timeout=300)
+    ctx.say("host fsck.gfs2 -n: rc=%d" % r.returncode)
+    with open(os.path.join(cl.dir, "fsck.log"), "w") as f:
+        f.write(r.stdout + r.stderr)
+    check(r.returncode == 0, "fsck.gfs2 -n failed (rc %d): %s" %
+          (r.returncode, (r.stdout + r.stderr)[-1500:]))
+
+
+SCENARIOS = [
+    # name, function, host timeout (s), cluster options
+    ("join", sc_join, 240, {}),
+    ("resets", sc_resets, 300, {}),
+    ("leave-rejoin", sc_leave_rejoin, 300, {}),
+    ("kill", sc_kill, 300, {}),
+    ("gfs2", sc_gfs2, 420, {"mkfs": True}),
+]
+
+# Scenarios the stock C layer demonstrably fails (evidence in
+# Documentation/testing.rst).  Never applies when any node runs our dlm.ko.
+XFAIL_STOCK = {}
+
+
+def run_scenario(name, fn, timeout, opts, args, t0):
+    mkfs = None
+    if opts.get("mkfs"):
+        mkfs = ["mkfs.gfs2", "-O", "-p", "lock_dlm", "-t", "%s:gfs0" % C.CLUSTER_NAME,
+                "-j", "3", "-J", "16"]
+    cl = C.Cluster(args.kdir, n=3, dlm=args.dlm, name=name, mkfs=mkfs,
+                   initrd=args.initrd, seed=args.seed,
+                   log=lambda m: print("[%5.0fs] %s: %s" % (time.monotonic() - t0, name, m),
+                                       flush=True))
+    ctx = Ctx(cl, name, t0)
+    start = time.monotonic()
+    err = None
+    timer = threading.Timer(timeout, lambda: (ctx.say("TIMEOUT after %ds: killing the "
+                                                      "cluster" % timeout), cl.shutdown()))
+    timer.daemon = True
+    timer.start()
+    try:
+        cl.boot()
+        fn(cl, ctx)
+        if args.break_assert == name:
+            check(False, "deliberately broken assertion (--break %s)" % name)
+        cl.kmemleak_scan()
+        bad = cl.console_problems()
+        n_lines = sum(len(n.console_text().splitlines()) for n in cl.nodes.values())
+        check(not bad, "console reports: %s" % "; ".join(
+            "node %d: %s" % (i, " | ".join(l[:200] for l in ls[:5])) for i, ls in bad.items()))
+        ctx.say("consoles clean (%d lines scanned)" % n_lines)
+    except (Failed, C.ClusterError) as e:
+        err = str(e)
+    except Exception:
+        err = traceback.format_exc()
+    finally:
+        timer.cancel()
+        cl.shutdown()
+    secs = time.monotonic() - start
+    if err and time.monotonic() - start >= timeout:
+        err = "TIMEOUT (%ds): %s" % (timeout, err)
+    return err, secs, ctx.numbers, cl.dir
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", help="comma-separated scenario names (%s)" %
+                    ",".join(s[0] for s in SCENARIOS))
+    ap.add_argument("--dlm", help="per-node dlm.ko: stock or a path, comma-separated "
+                    "(one entry = all nodes); default stock")
+    ap.add_argument("--kdir", help="kernel tree (default: scripts/kernel.sh)")
+    ap.add_argument("--initrd", help="use this initramfs instead of building one")
+    ap.add_argument("--seed", type=int, default=1, help="hub PRNG seed")
+    ap.add_argument("--break", dest="break_assert", metavar="NAME",
+                    help="fail scenario NAME on purpose (to show failures propagate)")
+    ap.add_argument("--list", action="store_true")
+    args = ap.parse_args()
+    if args.list:
+        for s in SCENARIOS:
+            print(s[0])
+        return 0
+    args.kdir = args.kdir or C.default_kdir()
+    args.dlm = C.parse_dlm(args.dlm, 3)
+    stock = all(d == "stock" for d in args.dlm)
+    chosen = SCENARIOS
+    if args.only:
+        want = args.only.split(",")
+        unknown = set(want) - {s[0] for s in SCENARIOS}
+        if unknown:
+            ap.error("unknown scenario(s): %s" % ",".join(sorted(unknown)))
+        chosen = [s for s in SCENARIOS if s[0] in want]
+    t0 = time.monotonic()
+    print("suite: %d scenario(s), dlm %s, kernel %s" % (len(chosen), ",".join(args.dlm),
+                                                         args.kdir), flush=True)
+    if args.initrd is None:
+        # One image for the whole suite.
+        os.makedirs(C.BUILD, exist_ok=True)
+        args.initrd = os.path.join(C.BUILD, "suite-initramfs.cpio.gz")
+        alts = sorted(set(d for d in args.dlm if d != "stock"))
+        C.initramfs.build(args.kdir, args.initrd, alts[0] if alts else None)
+    passed = failed = 0
+    summary = []
+    for name, fn, timeout, opts in chosen:
+        print("=== %s" % name, flush=True)
+        err, secs, numbers, rundir = run_scenario(name, fn, timeout, opts, args, t0)
+        nums = " ".join("%s=%s" % kv for kv in numbers.items())
+        if err and stock and name in XFAIL_STOCK:
+            verdict = "XFAIL"
+            passed += 1
+        elif err:
+            verdict = "FAIL"
+            failed += 1
+        else:
+            verdict = "PASS"
+            passed += 1
+        if err:
+            print("%s: %s\n  logs: %s" % (name, err.rstrip(), rundir), flush=True)
+        line = "%s %s %.0fs %s" % (verdict, name, secs, nums)
+        print(line, flush=True)
+        summary.append(line)
+    print("--- summary (%.0fs)" % (time.monotonic() - t0))
+    for line in summary:
+        print(line)
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
