@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Declarations of the C functions the comms layer calls that `kernel::bindings` does not
+//! provide: our thin C shim (`rust/shim/dlm_shim.c`), a few exported networking helpers whose
+//! header (`net/sock.h`, `linux/tcp.h`) bindgen does not see, and the lock manager's own
+//! functions and globals (`lock.c`, `config.c`, `debug_fs.c`) that live in the same module.
+//!
+//! Nothing here is called directly by the protocol code: the wrappers in `sock.rs`, `sync.rs`,
+//! `page.rs` and `dlm.rs` are the only users.
+
+#![allow(improper_ctypes)]
+
+use kernel::bindings;
+use kernel::ffi::{c_char, c_int, c_uint, c_void};
+
+/// The four socket callbacks dlm replaces, as saved and restored by the shim
+/// (`struct dlm_rs_sk_cbs`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(crate) struct SkCallbacks {
+    pub(crate) data_ready: Option<unsafe extern "C" fn(*mut bindings::sock)>,
+    pub(crate) write_space: Option<unsafe extern "C" fn(*mut bindings::sock)>,
+    pub(crate) state_change: Option<unsafe extern "C" fn(*mut bindings::sock)>,
+    pub(crate) error_report: Option<unsafe extern "C" fn(*mut bindings::sock)>,
+}
+
+impl SkCallbacks {
+    pub(crate) const NONE: Self = Self {
+        data_ready: None,
+        write_space: None,
+        state_change: None,
+        error_report: None,
+    };
+}
+
+/// Mirror of `struct dlm_config_info` (fs/dlm/config.h, 7.2), the cluster tunables that
+/// config.c keeps in the global `dlm_config`.
+#[repr(C)]
+pub(crate) struct DlmConfigInfo {
+    pub(crate) ci_tcp_port: u16,
+    pub(crate) ci_buffer_size: c_uint,
+    pub(crate) ci_rsbtbl_size: c_uint,
+    pub(crate) ci_recover_timer: c_uint,
+    pub(crate) ci_toss_secs: c_uint,
+    pub(crate) ci_scan_secs: c_uint,
+    pub(crate) ci_log_debug: c_uint,
+    pub(crate) ci_log_info: c_uint,
+    pub(crate) ci_protocol: c_uint,
+    pub(crate) ci_mark: c_uint,
+    pub(crate) ci_new_rsb_count: c_uint,
+    pub(crate) ci_recover_callbacks: c_uint,
+    pub(crate) ci_cluster_name: [c_char; 64],
+}
+
+extern "C" {
+    // rust/shim/dlm_shim.c
+    pub(crate) fn dlm_rs_spin_lock_bh(lock: *mut bindings::spinlock_t);
+    pub(crate) fn dlm_rs_spin_unlock_bh(lock: *mut bindings::spinlock_t);
+    pub(crate) fn dlm_rs_spin_trylock_bh(lock: *mut bindings::spinlock_t) -> c_int;
+    pub(crate) fn dlm_rs_page_address(page: *mut bindings::page) -> *mut c_void;
+    pub(crate) fn dlm_rs_kmem_cache_create(
+        name: *const c_char,
+        size: c_uint,
+    ) -> *mut bindings::kmem_cache;
+    pub(crate) fn dlm_rs_sock_save_callbacks(sock: *mut bindings::socket, cbs: *mut SkCallbacks);
+    pub(crate) fn dlm_rs_sock_set_callbacks(
+        sock: *mut bindings::socket,
+        user: *mut c_void,
+        cbs: *const SkCallbacks,
+    );
+    pub(crate) fn dlm_rs_sock_restore_callbacks(
+        sock: *mut bindings::socket,
+        cbs: *const SkCallbacks,
+    );
+    pub(crate) fn dlm_rs_sk_user_data(sk: *mut bindings::sock) -> *mut c_void;
+    pub(crate) fn dlm_rs_sk_socket(sk: *mut bindings::sock) -> *mut bindings::socket;
+    pub(crate) fn dlm_rs_sk_err(sk: *mut bindings::sock) -> c_int;
+    pub(crate) fn dlm_rs_lock_sock(sk: *mut bindings::sock);
+    pub(crate) fn dlm_rs_sock_async_nospace(sock: *mut bindings::socket) -> bool;
+    pub(crate) fn dlm_rs_sock_wait_write_space(sock: *mut bindings::socket);
+    pub(crate) fn dlm_rs_sock_write_space(sock: *mut bindings::socket, app_limited: bool);
+    pub(crate) fn dlm_rs_memalloc_nofs_save() -> c_uint;
+    pub(crate) fn dlm_rs_memalloc_nofs_restore(flags: c_uint);
+
+    // Exported by the networking core; declared in headers bindgen does not include.
+    pub(crate) fn release_sock(sk: *mut bindings::sock);
+    pub(crate) fn tcp_sock_set_nodelay(sk: *mut bindings::sock);
+    pub(crate) fn sock_set_reuseaddr(sk: *mut bindings::sock);
+    pub(crate) fn sock_set_mark(sk: *mut bindings::sock, val: u32);
+
+    // The lock manager (same module).
+    pub(crate) fn dlm_receive_buffer(p: *const c_void, nodeid: c_int);
+    pub(crate) fn dlm_our_nodeid() -> c_int;
+    pub(crate) fn dlm_our_addr(addr: *mut c_void, num: c_int) -> c_int;
+    pub(crate) fn dlm_create_debug_comms_file(nodeid: c_int, data: *mut c_void) -> *mut c_void;
+    pub(crate) fn dlm_delete_debug_comms_file(ctx: *mut c_void);
+    pub(crate) static dlm_config: DlmConfigInfo;
+}

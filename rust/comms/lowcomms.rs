@@ -1,0 +1,965 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! TCP transport: the listening socket, lazy outgoing connects, accept with address-to-node
+//! mapping, the per-node send and receive workers on the `dlm_io` workqueue, the receive queue
+//! drained by the `dlm_process` BH worker, and the socket callbacks (which only set flags and
+//! queue work).
+//!
+//! Execution contexts, as in the C layer:
+//! * socket callbacks: softirq (or process context under the socket lock); atomics and
+//!   `queue_work` only;
+//! * `dlm_io` (unbound, `WQ_MEM_RECLAIM`): connect, accept, send, receive and framing;
+//! * `dlm_process` (`WQ_BH`): protocol processing and the upcall into the lock manager, one
+//!   buffer at a time in arrival order, so per-node FIFO order holds;
+//! * the send API (`dlm_lowcomms_new_msg()` and friends) may be called with BH disabled and
+//!   spinlocks held, so it only takes `spin_lock_bh` locks and allocates with `GFP_ATOMIC`.
+
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use kernel::{
+    bindings,
+    ffi::c_void,
+    new_condvar,
+    new_mutex,
+    prelude::*,
+    sync::{Arc, ArcBorrow, CondVar, Mutex},
+    time::{delay::fsleep, msecs_to_jiffies, Delta},
+    workqueue::{impl_has_work, new_work, Queue, Work, WorkItem}, //
+};
+
+use super::{
+    ffi::{self, SkCallbacks},
+    log::{log_print, log_print_ratelimited},
+    midcomms,
+    node::{io, Conn, Node},
+    sock::{Io, SockAddr, Socket},
+    sync::{new_spinlock_bh, NofsScope, OwnedQueue, SpinLockBh},
+};
+
+/// Largest message on the wire (`DLM_MAX_SOCKET_BUFSIZE`).
+pub(crate) const MAX_SOCKET_BUFSIZE: usize = 4096;
+/// Receive back-pressure threshold (`DLM_MAX_PROCESS_BUFFERS`).
+const MAX_PROCESS_BUFFERS: usize = 24;
+/// How long a half-closed connection may take to see the peer's end of stream.
+const SHUTDOWN_WAIT_MS: u32 = 5000;
+const LISTEN_BACKLOG: i32 = 128;
+/// Bounded work per send-worker run before it requeues itself (fairness, as C's RESCHED).
+const SEND_BATCH: usize = 64;
+
+/// A buffer of whole received messages waiting for the BH worker.
+pub(crate) struct RxBuf {
+    node: Arc<Node>,
+    data: KVec<u8>,
+}
+
+/// Workqueues that exist between `dlm_lowcomms_start()` and `dlm_lowcomms_stop()`.
+struct Queues {
+    io: Option<OwnedQueue>,
+    process: Option<OwnedQueue>,
+}
+
+/// Global comms state, allocated by `dlm_midcomms_init()` and freed by `dlm_midcomms_exit()`.
+#[pin_data]
+pub(crate) struct Comms {
+    /// Every configured node; writers are process context, readers any context.
+    #[pin]
+    pub(crate) nodes: SpinLockBh<KVec<Arc<Node>>>,
+    #[pin]
+    queues: Mutex<Queues>,
+    /// The `dlm_io` queue for callbacks and the send API (null when stopped).
+    io_wq: AtomicPtr<bindings::workqueue_struct>,
+    /// The `dlm_process` BH queue (null when stopped).
+    process_wq: AtomicPtr<bindings::workqueue_struct>,
+    #[pin]
+    listen: Mutex<Option<Socket>>,
+    running: AtomicBool,
+    /// The listen socket's original callbacks: what every socket gets back.
+    #[pin]
+    orig_cbs: SpinLockBh<SkCallbacks>,
+    /// First local address (its family is used for every socket).
+    #[pin]
+    local: SpinLockBh<SockAddr>,
+    #[pin]
+    rxq: SpinLockBh<KVec<RxBuf>>,
+    #[pin]
+    rxq_wait: CondVar,
+    /// Keeps `dlm_midcomms_close()` and `dlm_midcomms_shutdown()` apart.
+    #[pin]
+    pub(crate) close_lock: Mutex<()>,
+    #[pin]
+    accept_work: Work<Comms, 0>,
+    #[pin]
+    process_work: Work<Comms, 1>,
+}
+
+impl_has_work! {
+    impl HasWork<Self, 0> for Comms { self.accept_work }
+    impl HasWork<Self, 1> for Comms { self.process_work }
+}
+
+/// The global instance: one leaked `Arc` reference, or null outside init..exit.
+static COMMS: AtomicPtr<Comms> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The global comms state, if initialised.
+pub(crate) fn comms() -> Option<ArcBorrow<'static, Comms>> {
+    let p = COMMS.load(Ordering::Acquire);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` came from `Arc::into_raw` in `init` and is only released by `exit` after every
+    // caller is gone (C calls no comms function after `dlm_midcomms_exit()`).
+    Some(unsafe { ArcBorrow::from_raw(p) })
+}
+
+/// Creates the global state (`dlm_midcomms_init()`).
+pub(crate) fn init() -> Result {
+    let c = Arc::pin_init(
+        try_pin_init!(Comms {
+            nodes <- new_spinlock_bh!(KVec::new(), "dlm_nodes"),
+            queues <- new_mutex!(Queues { io: None, process: None }, "dlm_queues"),
+            io_wq: AtomicPtr::new(core::ptr::null_mut()),
+            process_wq: AtomicPtr::new(core::ptr::null_mut()),
+            listen <- new_mutex!(None, "dlm_listen"),
+            running: AtomicBool::new(false),
+            orig_cbs <- new_spinlock_bh!(SkCallbacks::NONE, "dlm_orig_cbs"),
+            local <- new_spinlock_bh!(SockAddr::zeroed(), "dlm_local"),
+            rxq <- new_spinlock_bh!(KVec::new(), "dlm_rxq"),
+            rxq_wait <- new_condvar!("dlm_rxq_wait"),
+            close_lock <- new_mutex!((), "dlm_close_lock"),
+            accept_work <- new_work!("dlm_accept_work"),
+            process_work <- new_work!("dlm_process_work"),
+        }),
+        GFP_KERNEL,
+    )?;
+    COMMS.store(Arc::into_raw(c).cast_mut(), Ordering::Release);
+    Ok(())
+}
+
+/// Frees the global state (`dlm_midcomms_exit()`); every node must be gone.
+pub(crate) fn exit() {
+    let p = COMMS.swap(core::ptr::null_mut(), Ordering::AcqRel);
+    if !p.is_null() {
+        // SAFETY: `p` is the reference leaked by `init`; nobody uses it any more.
+        drop(unsafe { Arc::from_raw(p) });
+    }
+}
+
+/// The `dlm_config` tunables the transport reads.
+pub(crate) mod config {
+    use super::ffi;
+
+    fn cfg() -> &'static ffi::DlmConfigInfo {
+        // SAFETY: `dlm_config` is a static of config.c that lives as long as the module.
+        unsafe { &ffi::dlm_config }
+    }
+
+    /// `ci_tcp_port`, network byte order.
+    pub(crate) fn tcp_port_be() -> u16 {
+        // SAFETY: Plain racy read of a word-sized tunable, as the C layer does.
+        unsafe { core::ptr::read_volatile(&raw const cfg().ci_tcp_port) }
+    }
+
+    /// `ci_buffer_size`.
+    pub(crate) fn buffer_size() -> usize {
+        // SAFETY: As above.
+        unsafe { core::ptr::read_volatile(&raw const cfg().ci_buffer_size) as usize }
+    }
+
+    /// `ci_protocol`.
+    pub(crate) fn protocol() -> u32 {
+        // SAFETY: As above.
+        unsafe { core::ptr::read_volatile(&raw const cfg().ci_protocol) }
+    }
+
+    /// `ci_mark`.
+    pub(crate) fn mark() -> u32 {
+        // SAFETY: As above.
+        unsafe { core::ptr::read_volatile(&raw const cfg().ci_mark) }
+    }
+}
+
+/// Our node id.
+pub(crate) fn our_nodeid() -> i32 {
+    // SAFETY: Lockless read in config.c; valid once a local comm exists, which start checks.
+    unsafe { ffi::dlm_our_nodeid() }
+}
+
+impl Comms {
+    fn io_queue(&self) -> Option<&Queue> {
+        let p = self.io_wq.load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: The queue stays alive until `stop` clears the pointer and destroys it, which
+        // happens after every socket is closed and every node's I/O is stopped.
+        Some(unsafe { Queue::from_raw(p) })
+    }
+
+    fn process_queue(&self) -> Option<&Queue> {
+        let p = self.process_wq.load(Ordering::Acquire);
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: As for `io_queue`.
+        Some(unsafe { Queue::from_raw(p) })
+    }
+
+    /// Looks a node up by id; any context.
+    pub(crate) fn node(&self, nodeid: i32) -> Option<Arc<Node>> {
+        self.nodes
+            .lock()
+            .iter()
+            .find(|n| n.nodeid == nodeid)
+            .cloned()
+    }
+
+    /// A snapshot of all nodes.
+    pub(crate) fn all_nodes(&self) -> KVec<Arc<Node>> {
+        let nodes = self.nodes.lock();
+        let mut v = KVec::new();
+        if v.reserve(nodes.len(), GFP_ATOMIC).is_ok() {
+            for n in nodes.iter() {
+                let _ = v.push_within_capacity(n.clone());
+            }
+        }
+        v
+    }
+
+    fn node_by_addr(&self, a: &SockAddr) -> Option<Arc<Node>> {
+        self.nodes.lock().iter().find(|n| n.has_addr(a)).cloned()
+    }
+
+    /// `dlm_lowcomms_is_running()`.
+    pub(crate) fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+}
+
+/// Queues the receive work of `node` unless it is pending or I/O is stopped.
+pub(crate) fn queue_rwork(node: &Arc<Node>) {
+    if node.io_test(io::IO_STOP) || node.io_test_and_set(io::RECV_PENDING) {
+        return;
+    }
+    match comms().as_ref().and_then(|c| c.io_queue()) {
+        Some(q) => {
+            let _ = q.enqueue::<Arc<Node>, 0>(node.clone());
+        }
+        None => {
+            node.io_test_and_clear(io::RECV_PENDING);
+        }
+    }
+}
+
+/// Queues the send work of `node` (which also connects) unless it is pending, waiting for
+/// write space, or I/O is stopped.  Call it with the node's write queue lock held when it
+/// follows a change of the queue, so that it cannot race with the worker going idle.
+pub(crate) fn queue_swork(node: &Arc<Node>) {
+    if node.io_test(io::IO_STOP) || node.io_test(io::APP_LIMITED) {
+        return;
+    }
+    if node.io_test_and_set(io::SEND_PENDING) {
+        return;
+    }
+    match comms().as_ref().and_then(|c| c.io_queue()) {
+        Some(q) => {
+            let _ = q.enqueue::<Arc<Node>, 1>(node.clone());
+        }
+        None => {
+            node.io_test_and_clear(io::SEND_PENDING);
+        }
+    }
+}
+
+/// Requeues the running send work itself (keeps `SEND_PENDING`).
+fn requeue_swork(node: Arc<Node>) {
+    if node.io_test(io::IO_STOP) {
+        node.io_test_and_clear(io::SEND_PENDING);
+        return;
+    }
+    match comms().as_ref().and_then(|c| c.io_queue()) {
+        Some(q) => {
+            if q.enqueue::<Arc<Node>, 1>(node.clone()).is_err() {
+                // Already queued: that run will do the work.
+            }
+        }
+        None => {
+            node.io_test_and_clear(io::SEND_PENDING);
+        }
+    }
+}
+
+// ---- socket callbacks -------------------------------------------------------------------
+
+/// Releases the `Arc<Node>` a socket held in `sk_user_data`.
+///
+/// # Safety
+///
+/// `p` must come from `Arc::into_raw` of an `Arc<Node>` and not be used afterwards.
+unsafe fn drop_node_ref(p: *const c_void) {
+    // SAFETY: Per the contract.
+    drop(unsafe { Arc::from_raw(p.cast::<Node>()) });
+}
+
+/// No owner to release (the listen socket).
+///
+/// # Safety
+///
+/// Always safe; `unsafe` only to match the owner-release signature.
+unsafe fn drop_nothing(_p: *const c_void) {}
+
+/// The node a socket callback is for.
+///
+/// # Safety
+///
+/// `sk` must be a live socket inside one of our node callbacks; the returned borrow must not
+/// outlive the callback.
+unsafe fn sk_node<'a>(sk: *mut bindings::sock) -> Option<ArcBorrow<'a, Node>> {
+    // SAFETY: Per the contract.
+    let p = unsafe { Socket::user_data(sk) }.cast::<Node>();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: A non-null `sk_user_data` is the `Arc<Node>` reference the socket owns until its
+    // callbacks are restored, which waits for running callbacks.
+    Some(unsafe { ArcBorrow::from_raw(p) })
+}
+
+/// Socket callback.
+///
+/// # Safety
+///
+/// Called by the network stack with a live socket that carries our callbacks.
+unsafe extern "C" fn node_data_ready(sk: *mut bindings::sock) {
+    // SAFETY: Called by the network stack for a socket we installed this callback on.
+    let Some(node) = (unsafe { sk_node(sk) }) else {
+        return;
+    };
+    node.io.fetch_or(io::RECV_INTR, Ordering::AcqRel);
+    queue_rwork(&node.into());
+}
+
+/// Socket callback.
+///
+/// # Safety
+///
+/// Called by the network stack with a live socket that carries our callbacks.
+unsafe extern "C" fn node_write_space(sk: *mut bindings::sock) {
+    // SAFETY: Called by the network stack for a socket we installed this callback on.
+    let Some(node) = (unsafe { sk_node(sk) }) else {
+        return;
+    };
+    let node: Arc<Node> = node.into();
+    let _tx = node.tx.lock();
+    let limited = node.io_test_and_clear(io::APP_LIMITED);
+    // SAFETY: `sk` is live inside its callback.
+    unsafe { Socket::write_space_done(sk, limited) };
+    queue_swork(&node);
+}
+
+/// Socket callback.
+///
+/// # Safety
+///
+/// Called by the network stack with a live socket that carries our callbacks.
+unsafe extern "C" fn node_error_report(sk: *mut bindings::sock) {
+    // SAFETY: Called by the network stack for a socket we installed this callback on.
+    if let Some(node) = unsafe { sk_node(sk) } {
+        // SAFETY: `sk` is live inside its callback.
+        let err = unsafe { Socket::sk_err(sk) };
+        log_print_ratelimited!(
+            "node {}: socket error sending to node {}, sk_err={}",
+            our_nodeid(),
+            node.nodeid,
+            err
+        );
+    }
+    let orig = comms().map(|c| *c.orig_cbs.lock());
+    if let Some(f) = orig.and_then(|o| o.error_report) {
+        // SAFETY: The saved original callback of the same socket type.
+        unsafe { f(sk) };
+    }
+}
+
+/// Listen socket callback.
+///
+/// # Safety
+///
+/// Called by the network stack with the live listen socket.
+unsafe extern "C" fn listen_data_ready(_sk: *mut bindings::sock) {
+    if let Some(c) = comms() {
+        if let Some(q) = c.io_queue() {
+            let _ = q.enqueue::<Arc<Comms>, 0>(c.into());
+        }
+    }
+}
+
+/// Installs the node callbacks on `sock` with a reference to `node`.
+fn install_node_sock(c: &Comms, node: &Arc<Node>, sock: &mut Socket) {
+    let cbs = SkCallbacks {
+        data_ready: Some(node_data_ready),
+        write_space: Some(node_write_space),
+        state_change: None,
+        error_report: Some(node_error_report),
+    };
+    let orig = *c.orig_cbs.lock();
+    let owner = Arc::into_raw(node.clone()).cast::<c_void>();
+    // SAFETY: `owner` is a leaked `Arc<Node>` released by `drop_node_ref` when the socket is
+    // dropped; the callbacks handle any node.
+    unsafe { sock.install(owner, drop_node_ref, &cbs, &orig) };
+}
+
+// ---- start / shutdown / stop ------------------------------------------------------------
+
+/// `dlm_lowcomms_start()`.
+pub(crate) fn start(c: &Comms) -> Result {
+    let mut local = SockAddr::zeroed();
+    // SAFETY: `local` has room for a `sockaddr_storage`.
+    if unsafe { ffi::dlm_our_addr(local.as_mut_ptr(), 0) } != 0 {
+        log_print!("no local IP address has been set");
+        return Err(Error::from_errno(-(bindings::ENOTCONN as i32)));
+    }
+    let mut second = SockAddr::zeroed();
+    // SAFETY: As above.
+    if unsafe { ffi::dlm_our_addr(second.as_mut_ptr(), 1) } == 0 {
+        log_print!("Detect multi-homed hosts but use only the first IP address.");
+        log_print!("SCTP is not supported by this dlm build; TCP uses the first address only.");
+    }
+    *c.local.lock() = local;
+
+    match config::protocol() {
+        0 => {}
+        1 => {
+            log_print!("SCTP is not supported by this dlm build (Rust comms)");
+            return Err(Error::from_errno(-(bindings::EOPNOTSUPP as i32)));
+        }
+        p => {
+            log_print!("Invalid protocol identifier {} set", p);
+            return Err(EINVAL);
+        }
+    }
+
+    {
+        let mut q = c.queues.lock();
+        let iowq = OwnedQueue::new(
+            c"dlm_io",
+            bindings::wq_flags_WQ_HIGHPRI
+                | bindings::wq_flags_WQ_MEM_RECLAIM
+                | bindings::wq_flags_WQ_UNBOUND,
+        )
+        .inspect_err(|_| log_print!("can't start dlm_io"))?;
+        let pwq = OwnedQueue::new(
+            c"dlm_process",
+            bindings::wq_flags_WQ_HIGHPRI | bindings::wq_flags_WQ_BH | bindings::wq_flags_WQ_PERCPU,
+        )
+        .inspect_err(|_| log_print!("can't start dlm_process"))?;
+        c.io_wq.store(iowq_ptr(&iowq), Ordering::Release);
+        c.process_wq.store(iowq_ptr(&pwq), Ordering::Release);
+        q.io = Some(iowq);
+        q.process = Some(pwq);
+    }
+
+    if let Err(e) = listen_for_all(c, &local) {
+        stop(c);
+        return Err(e);
+    }
+    c.running.store(true, Ordering::Release);
+    Ok(())
+}
+
+fn iowq_ptr(q: &OwnedQueue) -> *mut bindings::workqueue_struct {
+    let q: &Queue = q;
+    core::ptr::from_ref(q).cast_mut().cast()
+}
+
+fn listen_for_all(c: &Comms, local: &SockAddr) -> Result {
+    log_print!("Using TCP for communications");
+    let mut sock = Socket::new_tcp(local.family())
+        .inspect_err(|e| log_print!("Can't create comms socket: {}", e.to_errno()))?;
+    sock.set_mark(config::mark());
+    sock.set_nodelay();
+    sock.set_reuseaddr();
+    let mut a = *local;
+    a.set_port_be(config::tcp_port_be());
+    if let Err(e) = sock.bind(&mut a) {
+        log_print!(
+            "Can't bind to {} addr number 1, {}.",
+            u16::from_be(config::tcp_port_be()),
+            e.to_errno()
+        );
+        return Err(e);
+    }
+    let orig = sock.callbacks();
+    *c.orig_cbs.lock() = orig;
+    let cbs = SkCallbacks {
+        data_ready: Some(listen_data_ready),
+        ..SkCallbacks::NONE
+    };
+    // SAFETY: No owner; the listen callback only uses the global state.
+    unsafe { sock.install(core::ptr::null(), drop_nothing, &cbs, &orig) };
+    sock.listen(LISTEN_BACKLOG)?;
+    *c.listen.lock() = Some(sock);
+    Ok(())
+}
+
+/// Waits (sleeping) until `node`'s main socket is gone or `ms` pass; false on timeout.
+fn wait_main_closed(node: &Node, ms: u32) -> bool {
+    let deadline = super::log::jiffies().wrapping_add(msecs_to_jiffies(ms) as usize);
+    let mut main = node.main.lock();
+    while main.sock.is_some() {
+        let now = super::log::jiffies();
+        let left = deadline.wrapping_sub(now) as isize;
+        if left <= 0 {
+            return false;
+        }
+        let _ = node
+            .wait
+            .wait_interruptible_timeout(&mut main, left.min(10) as kernel::time::Jiffies);
+    }
+    true
+}
+
+/// Stops and cancels all I/O of `node` and closes its sockets (sleeps).
+pub(crate) fn stop_node_io(c: &Comms, node: &Arc<Node>) {
+    node.io_test_and_set(io::IO_STOP);
+    node.main.lock().close();
+    node.other.lock().close();
+    cancel_node_work::<0>(node);
+    cancel_node_work::<1>(node);
+    node.io_test_and_clear(io::RECV_PENDING);
+    node.io_test_and_clear(io::SEND_PENDING);
+    node.io_test_and_clear(io::APP_LIMITED);
+    let _ = c;
+}
+
+fn cancel_node_work<const ID: u64>(node: &Arc<Node>)
+where
+    Node: kernel::workqueue::HasWork<Node, ID>,
+{
+    // SAFETY: `node` points to a live `Node`.
+    let w = unsafe {
+        <Node as kernel::workqueue::HasWork<Node, ID>>::raw_get_work(Arc::as_ptr(node).cast_mut())
+    };
+    // SAFETY: `w` is the embedded work item of a live node.
+    let was_pending = unsafe { bindings::cancel_work_sync(Work::<Node, ID>::raw_get(w)) };
+    if was_pending {
+        // SAFETY: A pending work item owns one `Arc<Node>` leaked by `enqueue`; cancelling it
+        // means `run` will never reclaim it, so we do.
+        drop(unsafe { Arc::from_raw(Arc::as_ptr(node)) });
+    }
+}
+
+fn cancel_comms_work<const ID: u64>(c: ArcBorrow<'_, Comms>)
+where
+    Comms: kernel::workqueue::HasWork<Comms, ID>,
+{
+    let p: *const Comms = &*c;
+    // SAFETY: `p` points to the live global state.
+    let w = unsafe { <Comms as kernel::workqueue::HasWork<Comms, ID>>::raw_get_work(p.cast_mut()) };
+    // SAFETY: `w` is the embedded work item of the live global state.
+    let was_pending = unsafe { bindings::cancel_work_sync(Work::<Comms, ID>::raw_get(w)) };
+    if was_pending {
+        // SAFETY: As in `cancel_node_work`.
+        drop(unsafe { Arc::from_raw(p) });
+    }
+}
+
+/// `dlm_lowcomms_shutdown()`: closes the listen socket, half-closes every connection, waits up
+/// to 5 s for each peer's end of stream, then closes and forgets queued output.
+pub(crate) fn shutdown(c: ArcBorrow<'_, Comms>) {
+    c.running.store(false, Ordering::Release);
+    let listen = c.listen.lock().take();
+    drop(listen);
+    cancel_comms_work::<0>(c);
+
+    for node in c.all_nodes().iter() {
+        if let Some(q) = c.queues.lock().io.as_ref() {
+            q.flush();
+        }
+        let had_sock = {
+            let main = node.main.lock();
+            match main.sock.as_ref() {
+                Some(s) => {
+                    if let Err(e) = s.shutdown_write() {
+                        log_print!(
+                            "Connection to node {} failed to shutdown: {} will force close",
+                            node.nodeid,
+                            e.to_errno()
+                        );
+                    }
+                    true
+                }
+                None => false,
+            }
+        };
+        if had_sock && !wait_main_closed(node, SHUTDOWN_WAIT_MS) {
+            log_print!(
+                "Connection to node {} shutdown timed out, will force close",
+                node.nodeid
+            );
+        }
+        stop_node_io(&c, node);
+        if let Some(q) = c.queues.lock().process.as_ref() {
+            q.flush();
+        }
+        node.tx.lock().entries.clear();
+        node.io_test_and_clear(io::IO_STOP);
+    }
+}
+
+/// `dlm_lowcomms_stop()`: destroys the workqueues.
+pub(crate) fn stop(c: &Comms) {
+    c.running.store(false, Ordering::Release);
+    let listen = c.listen.lock().take();
+    drop(listen);
+    c.io_wq.store(core::ptr::null_mut(), Ordering::Release);
+    c.process_wq.store(core::ptr::null_mut(), Ordering::Release);
+    let (io, process) = {
+        let mut q = c.queues.lock();
+        (q.io.take(), q.process.take())
+    };
+    drop(io);
+    drop(process);
+    c.rxq.lock().clear();
+}
+
+// ---- accept -----------------------------------------------------------------------------
+
+impl WorkItem<0> for Comms {
+    type Pointer = Arc<Comms>;
+
+    fn run(c: Arc<Comms>) {
+        let _nofs = NofsScope::enter();
+        let listen = c.listen.lock();
+        let Some(lsock) = listen.as_ref() else {
+            return;
+        };
+        loop {
+            let mut sock = match lsock.accept() {
+                Ok(Some(s)) => s,
+                Ok(None) => break,
+                Err(e) => {
+                    log_print!("critical error accepting connection: {}", e.to_errno());
+                    break;
+                }
+            };
+            let Ok(mut peer) = sock.peer_addr() else {
+                continue;
+            };
+            peer.set_port_be(0);
+            let Some(node) = c.node_by_addr(&peer) else {
+                match peer.family() {
+                    bindings::AF_INET => log_print!("connect from non cluster IPv4 node {}", peer),
+                    bindings::AF_INET6 => log_print!("connect from non cluster IPv6 node {}", peer),
+                    _ => log_print!("invalid family from non cluster node"),
+                }
+                // Dropping `sock` refuses the peer; keep accepting the others.
+                continue;
+            };
+            sock.set_mark(node.mark.load(Ordering::Relaxed));
+            log_print!("got connection from {}", node.nodeid);
+            install_node_sock(&c, &node, &mut sock);
+            {
+                let mut main = node.main.lock();
+                if main.sock.is_none() {
+                    // Our outgoing connect has not happened: this becomes the main socket.
+                    main.close();
+                    main.sock = Some(sock);
+                    node.io_test_and_set(io::RESEND);
+                    let _tx = node.tx.lock();
+                    queue_swork(&node);
+                } else {
+                    // Crossed connects: keep ours for sending, receive on this one.
+                    let mut other = node.other.lock();
+                    other.close();
+                    other.sock = Some(sock);
+                }
+            }
+            node.io.fetch_or(io::RECV_INTR, Ordering::AcqRel);
+            queue_rwork(&node);
+        }
+    }
+}
+
+// ---- connect and send -------------------------------------------------------------------
+
+fn connect(c: &Comms, node: &Arc<Node>, main: &mut Conn) -> Result {
+    let local = *c.local.lock();
+    let mut addr = node.connect_addr();
+    addr.set_family(local.family());
+    addr.set_port_be(config::tcp_port_be());
+
+    log_print_ratelimited!("connecting to {}", node.nodeid);
+    let mut sock = Socket::new_tcp(local.family())?;
+    sock.set_mark(node.mark.load(Ordering::Relaxed));
+    sock.set_nodelay();
+    let mut la = local;
+    la.set_port_be(0);
+    if let Err(e) = sock.bind(&mut la) {
+        log_print!("could not bind for connect: {}", e.to_errno());
+    }
+    install_node_sock(c, node, &mut sock);
+    sock.connect(&mut addr)?;
+    main.close();
+    main.sock = Some(sock);
+    node.io_test_and_set(io::RESEND);
+    node.io.fetch_or(io::RECV_INTR, Ordering::AcqRel);
+    queue_rwork(node);
+    Ok(())
+}
+
+/// Closes the main socket after an error or end of stream: drops the partly sent head page
+/// (the reliable layer retransmits whole messages after the reconnect).
+fn close_main(node: &Arc<Node>, main: &mut Conn) {
+    main.close();
+    node.tx.lock().drop_dirty_head();
+    node.wait.notify_all();
+}
+
+enum SendStep {
+    Sent,
+    Idle,
+    Wait,
+    Broken,
+}
+
+fn send_one(node: &Arc<Node>, sock: &Socket) -> SendStep {
+    let next = {
+        let tx = node.tx.lock();
+        match tx.next_send() {
+            Some(n) => n,
+            None => {
+                node.io_test_and_clear(io::SEND_PENDING);
+                return SendStep::Idle;
+            }
+        }
+    };
+    let (page, off, len) = next;
+    match sock.send_page(&page, off, len) {
+        Ok(Io::Done(n)) => {
+            node.tx.lock().complete(&page, n);
+            SendStep::Sent
+        }
+        Ok(Io::Again) => {
+            let limited = sock.wait_write_space(|| {
+                let _tx = node.tx.lock();
+                if !node.io_test_and_set(io::APP_LIMITED) {
+                    node.io_test_and_clear(io::SEND_PENDING);
+                    true
+                } else {
+                    false
+                }
+            });
+            if limited {
+                SendStep::Idle
+            } else {
+                SendStep::Wait
+            }
+        }
+        Err(_) => SendStep::Broken,
+    }
+}
+
+impl WorkItem<1> for Node {
+    type Pointer = Arc<Node>;
+
+    fn run(node: Arc<Node>) {
+        let Some(c) = comms() else {
+            return;
+        };
+        let _nofs = NofsScope::enter();
+        let mut main = node.main.lock();
+        for _ in 0..SEND_BATCH {
+            if node.io_test(io::IO_STOP) {
+                node.io_test_and_clear(io::SEND_PENDING);
+                return;
+            }
+            if main.sock.is_none() {
+                if let Err(e) = connect(&c, &node, &mut main) {
+                    main.retries += 1;
+                    log_print!(
+                        "connect to node {} try {} error {}",
+                        node.nodeid,
+                        main.retries,
+                        e.to_errno()
+                    );
+                    let retries = main.retries;
+                    drop(main);
+                    let _ = retries;
+                    fsleep(Delta::from_millis(1000));
+                    requeue_swork(node);
+                    return;
+                }
+            }
+            if node.io_test(io::RESEND) && !midcomms::resend_unacked(&node) {
+                // A reservation is still open; try again shortly.
+                drop(main);
+                requeue_swork(node);
+                return;
+            }
+            let Some(sock) = main.sock.as_ref() else {
+                continue;
+            };
+            match send_one(&node, sock) {
+                SendStep::Sent => {}
+                SendStep::Idle => return,
+                SendStep::Wait => {
+                    drop(main);
+                    requeue_swork(node);
+                    return;
+                }
+                SendStep::Broken => {
+                    close_main(&node, &mut main);
+                }
+            }
+        }
+        drop(main);
+        requeue_swork(node);
+    }
+}
+
+// ---- receive ----------------------------------------------------------------------------
+
+/// Outcome of draining one socket.
+enum Drain {
+    Done,
+    Closed,
+    Retry,
+}
+
+fn drain(c: &Comms, node: &Arc<Node>, conn: &mut Conn) -> Drain {
+    loop {
+        let Some(sock) = conn.sock.as_ref() else {
+            return Drain::Done;
+        };
+        let bufsize = config::buffer_size().max(MAX_SOCKET_BUFSIZE);
+        let Ok(mut buf) = KVec::<u8>::with_capacity(bufsize, GFP_KERNEL) else {
+            return Drain::Retry;
+        };
+        if buf.extend_from_slice(&conn.leftover, GFP_KERNEL).is_err() {
+            return Drain::Retry;
+        }
+        let spare = buf.spare_capacity_mut();
+        let spare_len = spare.len();
+        // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; the socket only writes into it and we
+        // only count the bytes it reports as written.
+        let spare: &mut [u8] =
+            unsafe { core::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare_len) };
+        match sock.recv(spare) {
+            Ok(Io::Again) => return Drain::Done,
+            Ok(Io::Done(0)) => return Drain::Closed,
+            Ok(Io::Done(n)) => {
+                // SAFETY: `recv` initialised `n` bytes of the spare capacity.
+                unsafe { buf.inc_len(n) };
+            }
+            Err(_) => return Drain::Closed,
+        }
+        let complete = match midcomms::frame(node.nodeid, &buf) {
+            Ok(n) => n,
+            Err(()) => return Drain::Closed,
+        };
+        conn.leftover.clear();
+        if conn
+            .leftover
+            .extend_from_slice(&buf[complete..], GFP_KERNEL)
+            .is_err()
+        {
+            log_print!("failed to keep partial message from node {}", node.nodeid);
+            return Drain::Closed;
+        }
+        buf.truncate(complete);
+        if complete > 0 {
+            let entry = RxBuf {
+                node: node.clone(),
+                data: buf,
+            };
+            let backlog = {
+                let mut q = c.rxq.lock();
+                if q.push(entry, GFP_ATOMIC).is_err() {
+                    return Drain::Retry;
+                }
+                q.len()
+            };
+            if let Some(pq) = c.process_queue() {
+                // SAFETY-free: enqueueing an `Arc` is always sound; already queued is fine.
+                let _ = pq.enqueue::<Arc<Comms>, 1>(Arc::from(comms_borrow(c)));
+            }
+            if backlog > MAX_PROCESS_BUFFERS {
+                // Back-pressure: wait for the BH worker to drain the queue (not a flush: the BH
+                // queue cannot be flushed from a `WQ_MEM_RECLAIM` worker).
+                let mut q = c.rxq.lock();
+                while !q.is_empty() {
+                    let _ = c.rxq_wait.wait_interruptible_timeout(&mut q, 10);
+                }
+            }
+        }
+    }
+}
+
+fn comms_borrow(c: &Comms) -> ArcBorrow<'_, Comms> {
+    // SAFETY: `c` is the global state, which lives in an `Arc` (see `init`).
+    unsafe { ArcBorrow::from_raw(c) }
+}
+
+impl WorkItem<0> for Node {
+    type Pointer = Arc<Node>;
+
+    fn run(node: Arc<Node>) {
+        let Some(c) = comms() else {
+            return;
+        };
+        let _nofs = NofsScope::enter();
+        loop {
+            node.io.fetch_and(!io::RECV_INTR, Ordering::AcqRel);
+            let mut retry = false;
+            {
+                let mut main = node.main.lock();
+                match drain(&c, &node, &mut main) {
+                    Drain::Done => {}
+                    Drain::Retry => retry = true,
+                    Drain::Closed => {
+                        close_main(&node, &mut main);
+                        midcomms::connection_lost(&node);
+                    }
+                }
+            }
+            {
+                let mut other = node.other.lock();
+                match drain(&c, &node, &mut other) {
+                    Drain::Done => {}
+                    Drain::Retry => retry = true,
+                    Drain::Closed => other.close(),
+                }
+            }
+            if node.io_test(io::IO_STOP) {
+                node.io_test_and_clear(io::RECV_PENDING);
+                return;
+            }
+            if retry {
+                fsleep(Delta::from_millis(10));
+                continue;
+            }
+            node.io_test_and_clear(io::RECV_PENDING);
+            if node.io_test(io::RECV_INTR) && !node.io_test_and_set(io::RECV_PENDING) {
+                continue;
+            }
+            return;
+        }
+    }
+}
+
+impl WorkItem<1> for Comms {
+    type Pointer = Arc<Comms>;
+
+    fn run(c: Arc<Comms>) {
+        // BH context: no sleeping below.
+        loop {
+            let batch = core::mem::take(&mut *c.rxq.lock());
+            if batch.is_empty() {
+                break;
+            }
+            for b in batch.iter() {
+                midcomms::process(&b.node, &b.data);
+            }
+        }
+        c.rxq_wait.notify_all();
+    }
+}

@@ -1,0 +1,81 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A zeroed page that write-queue entries pack whole messages into, shared by reference count
+//! between the write queue (until the bytes are on the wire) and every unacknowledged reliable
+//! message located in it (until its ack), so that retransmission can copy the bytes again.
+//! This is the `kref` design of the C layer expressed as `Arc<SendPage>`.
+
+use kernel::{
+    bindings,
+    page::{Page, PAGE_SIZE},
+    prelude::*,
+    sync::Arc, //
+};
+
+use super::ffi;
+
+/// One page of the send stream.
+///
+/// # Invariants
+///
+/// `base` is the kernel virtual address of `page`'s memory, which stays mapped (no highmem on
+/// the supported configurations) as long as `page` lives.
+pub(crate) struct SendPage {
+    page: Page,
+    base: *mut u8,
+}
+
+// SAFETY: The page is owned; concurrent access to its bytes is coordinated by the write queue
+// lock (space is handed out once; sent bytes are never written again).
+unsafe impl Send for SendPage {}
+// SAFETY: See `Send`; shared users only read bytes that are no longer written.
+unsafe impl Sync for SendPage {}
+
+impl SendPage {
+    /// Allocates a zeroed page; safe in atomic context.
+    pub(crate) fn new_atomic() -> Result<Arc<Self>> {
+        let page = Page::alloc_page(GFP_ATOMIC | __GFP_ZERO)?;
+        // SAFETY: `page` is a valid page that we own.
+        let base = unsafe { ffi::dlm_rs_page_address(page.as_ptr()) }.cast::<u8>();
+        if base.is_null() {
+            return Err(ENOMEM);
+        }
+        // INVARIANT: `base` is the page's lowmem address.
+        Ok(Arc::new(Self { page, base }, GFP_ATOMIC)?)
+    }
+
+    /// The raw `struct page`, for the zero-copy send.
+    pub(crate) fn as_page_ptr(&self) -> *mut bindings::page {
+        self.page.as_ptr()
+    }
+
+    /// A pointer to byte `off` of the page, for the lock manager to build a message in.
+    pub(crate) fn ptr_at(&self, off: usize) -> *mut u8 {
+        debug_assert!(off <= PAGE_SIZE);
+        // SAFETY: `off` is within the page (callers only hand out space below `PAGE_SIZE`).
+        unsafe { self.base.add(off) }
+    }
+
+    /// Reads `len` bytes at `off`.
+    ///
+    /// # Safety
+    ///
+    /// No one may be writing the range `off..off + len` (it must be committed).
+    pub(crate) unsafe fn bytes(&self, off: usize, len: usize) -> &[u8] {
+        debug_assert!(off + len <= PAGE_SIZE);
+        // SAFETY: In bounds by the caller; not written concurrently per the safety contract.
+        unsafe { core::slice::from_raw_parts(self.base.add(off), len) }
+    }
+
+    /// Gives mutable access to `len` bytes at `off`.
+    ///
+    /// # Safety
+    ///
+    /// The range must be a reservation owned exclusively by the caller.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn bytes_mut(&self, off: usize, len: usize) -> &mut [u8] {
+        debug_assert!(off + len <= PAGE_SIZE);
+        // SAFETY: In bounds and exclusively owned per the safety contract.
+        unsafe { core::slice::from_raw_parts_mut(self.base.add(off), len) }
+    }
+}

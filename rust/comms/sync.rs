@@ -1,0 +1,129 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Synchronisation wrappers the `kernel` crate of 7.2 does not have: a `spin_lock_bh()` lock
+//! backend (for state shared between process context and the softirq side: socket callbacks,
+//! the `WQ_BH` receive worker and the send API that the lock manager calls with BH disabled),
+//! an owned workqueue, and a `GFP_NOFS` allocation scope for the I/O workers.
+
+use core::ptr::NonNull;
+use kernel::{
+    bindings,
+    prelude::*,
+    sync::lock::{Backend, Lock},
+    workqueue::Queue, //
+};
+
+use super::ffi;
+
+/// A `spin_lock_bh()` backend for [`Lock`].
+pub(crate) struct SpinLockBhBackend;
+
+/// A spinlock taken with bottom halves disabled.
+///
+/// Use it for data touched from softirq context and from process context.
+pub(crate) type SpinLockBh<T> = Lock<T, SpinLockBhBackend>;
+
+/// Creates a [`SpinLockBh`] initialiser with a static lock class.
+macro_rules! new_spinlock_bh {
+    ($inner:expr, $name:literal) => {
+        $crate::comms::sync::SpinLockBh::new(
+            $inner,
+            kernel::c_str!($name),
+            kernel::static_lock_class!(),
+        )
+    };
+}
+pub(crate) use new_spinlock_bh;
+
+// SAFETY: `spin_lock_bh()`/`spin_unlock_bh()` provide mutual exclusion on an initialised
+// `spinlock_t`; the guard state is empty because the BH state is restored by the unlock.
+unsafe impl Backend for SpinLockBhBackend {
+    type State = bindings::spinlock_t;
+    type GuardState = ();
+
+    unsafe fn init(
+        ptr: *mut Self::State,
+        name: *const kernel::ffi::c_char,
+        key: *mut bindings::lock_class_key,
+    ) {
+        // SAFETY: The caller passes valid, static `name` and `key` and a writable `ptr`.
+        unsafe { bindings::__spin_lock_init(ptr, name, key) }
+    }
+
+    unsafe fn lock(ptr: *mut Self::State) -> Self::GuardState {
+        // SAFETY: The caller guarantees `ptr` points to an initialised spinlock.
+        unsafe { ffi::dlm_rs_spin_lock_bh(ptr) }
+    }
+
+    unsafe fn unlock(ptr: *mut Self::State, _guard_state: &Self::GuardState) {
+        // SAFETY: The caller guarantees the lock is held by us.
+        unsafe { ffi::dlm_rs_spin_unlock_bh(ptr) }
+    }
+
+    unsafe fn try_lock(ptr: *mut Self::State) -> Option<Self::GuardState> {
+        // SAFETY: The caller guarantees `ptr` points to an initialised spinlock.
+        (unsafe { ffi::dlm_rs_spin_trylock_bh(ptr) } != 0).then_some(())
+    }
+
+    unsafe fn assert_is_held(_ptr: *mut Self::State) {}
+}
+
+/// A workqueue we allocated and destroy on drop (`destroy_workqueue()` drains it first).
+pub(crate) struct OwnedQueue(NonNull<bindings::workqueue_struct>);
+
+// SAFETY: A `workqueue_struct` may be used from any thread.
+unsafe impl Send for OwnedQueue {}
+// SAFETY: All workqueue operations are thread-safe.
+unsafe impl Sync for OwnedQueue {}
+
+impl OwnedQueue {
+    /// Allocates a workqueue named `name` with the `WQ_*` `flags`.
+    pub(crate) fn new(name: &'static CStr, flags: u32) -> Result<Self> {
+        // SAFETY: The format string takes one `%s` argument, a NUL-terminated static string.
+        let wq = unsafe {
+            bindings::alloc_workqueue_noprof(c"%s".as_char_ptr(), flags, 0, name.as_char_ptr())
+        };
+        NonNull::new(wq).map(Self).ok_or(ENOMEM)
+    }
+
+    /// Waits until every work item queued before the call has finished.
+    pub(crate) fn flush(&self) {
+        // SAFETY: The queue is valid until `drop`.
+        unsafe { bindings::__flush_workqueue(self.0.as_ptr()) }
+    }
+}
+
+impl core::ops::Deref for OwnedQueue {
+    type Target = Queue;
+
+    fn deref(&self) -> &Queue {
+        // SAFETY: The queue is valid until `drop`, which cannot run while `self` is borrowed.
+        unsafe { Queue::from_raw(self.0.as_ptr()) }
+    }
+}
+
+impl Drop for OwnedQueue {
+    fn drop(&mut self) {
+        // SAFETY: We own the queue and nobody can queue to it after this.
+        unsafe { bindings::destroy_workqueue(self.0.as_ptr()) }
+    }
+}
+
+/// A `memalloc_nofs_save()` scope: allocations made while it lives do not recurse into file
+/// system reclaim (dlm serves gfs2, so its I/O workers must not wait on gfs2 writeback).
+pub(crate) struct NofsScope(kernel::ffi::c_uint);
+
+impl NofsScope {
+    /// Enters the scope.
+    pub(crate) fn enter() -> Self {
+        // SAFETY: Always safe to call from process context.
+        Self(unsafe { ffi::dlm_rs_memalloc_nofs_save() })
+    }
+}
+
+impl Drop for NofsScope {
+    fn drop(&mut self) {
+        // SAFETY: `self.0` came from the matching save in the same task.
+        unsafe { ffi::dlm_rs_memalloc_nofs_restore(self.0) }
+    }
+}

@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Thin C shim for the Rust comms layer of dlm.ko.  Every function wraps one
+ * static inline or macro-only kernel API (spin_lock_bh, page_address,
+ * kmem_cache_create, write_lock_bh on sk_callback_lock plus the struct sock
+ * fields it guards, lock_sock, socket flag bits) so that the Rust crate can
+ * use it.  The logic stays in Rust.
+ */
+
+#include <linux/mm.h>
+#include <linux/sched/mm.h>
+#include <linux/net.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <net/sock.h>
+
+#include "dlm_shim.h"
+
+void dlm_rs_spin_lock_bh(spinlock_t *lock)
+{
+	spin_lock_bh(lock);
+}
+
+void dlm_rs_spin_unlock_bh(spinlock_t *lock)
+{
+	spin_unlock_bh(lock);
+}
+
+int dlm_rs_spin_trylock_bh(spinlock_t *lock)
+{
+	return spin_trylock_bh(lock);
+}
+
+void *dlm_rs_page_address(struct page *page)
+{
+	return page_address(page);
+}
+
+struct kmem_cache *dlm_rs_kmem_cache_create(const char *name, unsigned int size)
+{
+	return kmem_cache_create(name, size, 0, 0, NULL);
+}
+
+void dlm_rs_sock_save_callbacks(struct socket *sock, struct dlm_rs_sk_cbs *cbs)
+{
+	struct sock *sk = sock->sk;
+
+	read_lock_bh(&sk->sk_callback_lock);
+	cbs->data_ready = sk->sk_data_ready;
+	cbs->write_space = sk->sk_write_space;
+	cbs->state_change = sk->sk_state_change;
+	cbs->error_report = sk->sk_error_report;
+	read_unlock_bh(&sk->sk_callback_lock);
+}
+
+/* Installs @cbs and @user; NULL members of @cbs leave that callback alone. */
+void dlm_rs_sock_set_callbacks(struct socket *sock, void *user,
+			       const struct dlm_rs_sk_cbs *cbs)
+{
+	struct sock *sk = sock->sk;
+
+	lock_sock(sk);
+	write_lock_bh(&sk->sk_callback_lock);
+	sk->sk_user_data = user;
+	if (cbs->data_ready)
+		sk->sk_data_ready = cbs->data_ready;
+	if (cbs->write_space)
+		sk->sk_write_space = cbs->write_space;
+	if (cbs->state_change)
+		sk->sk_state_change = cbs->state_change;
+	if (cbs->error_report)
+		sk->sk_error_report = cbs->error_report;
+	sk->sk_allocation = GFP_NOFS;
+	sk->sk_use_task_frag = false;
+	write_unlock_bh(&sk->sk_callback_lock);
+	release_sock(sk);
+}
+
+/* Puts back @cbs and clears sk_user_data; no callback of ours runs after. */
+void dlm_rs_sock_restore_callbacks(struct socket *sock,
+				   const struct dlm_rs_sk_cbs *cbs)
+{
+	struct sock *sk = sock->sk;
+
+	lock_sock(sk);
+	write_lock_bh(&sk->sk_callback_lock);
+	sk->sk_user_data = NULL;
+	sk->sk_data_ready = cbs->data_ready;
+	sk->sk_write_space = cbs->write_space;
+	sk->sk_state_change = cbs->state_change;
+	sk->sk_error_report = cbs->error_report;
+	write_unlock_bh(&sk->sk_callback_lock);
+	release_sock(sk);
+}
+
+void *dlm_rs_sk_user_data(struct sock *sk)
+{
+	return rcu_dereference_sk_user_data(sk);
+}
+
+struct socket *dlm_rs_sk_socket(struct sock *sk)
+{
+	return sk->sk_socket;
+}
+
+int dlm_rs_sk_err(struct sock *sk)
+{
+	return READ_ONCE(sk->sk_err);
+}
+
+void dlm_rs_lock_sock(struct sock *sk)
+{
+	lock_sock(sk);
+}
+
+bool dlm_rs_sock_async_nospace(struct socket *sock)
+{
+	return test_bit(SOCKWQ_ASYNC_NOSPACE, &sock->flags);
+}
+
+/* Tells TCP that we are limited by the application window (see write_space). */
+void dlm_rs_sock_wait_write_space(struct socket *sock)
+{
+	set_bit(SOCK_NOSPACE, &sock->flags);
+	sock->sk->sk_write_pending++;
+}
+
+void dlm_rs_sock_write_space(struct socket *sock, bool app_limited)
+{
+	clear_bit(SOCK_NOSPACE, &sock->flags);
+	if (app_limited) {
+		sock->sk->sk_write_pending--;
+		clear_bit(SOCKWQ_ASYNC_NOSPACE, &sock->flags);
+	}
+}
+
+unsigned int dlm_rs_memalloc_nofs_save(void)
+{
+	return memalloc_nofs_save();
+}
+
+void dlm_rs_memalloc_nofs_restore(unsigned int flags)
+{
+	memalloc_nofs_restore(flags);
+}
