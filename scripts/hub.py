@@ -298,7 +298,7 @@ class Hub:
     QUIET_COMMANDS = ("stats", "ping", "show", "flows", "help")
 
     def __init__(self, directory, nodes, seed=0, log=None, reorder_hold_ms=20.0,
-                 reset_port=DLM_PORT):
+                 reset_port=DLM_PORT, pcap=None):
         self.dir = directory
         self.nodes = nodes
         self.rng = random.Random(seed)
@@ -306,6 +306,8 @@ class Hub:
         self.logf = log
         self.reorder_hold = reorder_hold_ms / 1000.0
         self.reset_port = reset_port
+        self.pcap = pcap
+        self.pcap_errors = 0
         self.c = dict.fromkeys(self.COUNTERS, 0)
         self.default = Impair()
         self.link_imp = {}
@@ -351,6 +353,26 @@ class Hub:
         sup = self.rl_suppressed.pop(key, 0)
         self.rl_last[key] = now
         self.log(msg + (" (%d similar suppressed)" % sup if sup else ""))
+
+    # ---------------------------------------------------------------- pcap
+    def pcap_open(self, path):
+        """Record every frame received from a node, and every RST the hub
+        crafts, in classic pcap format (tcpdump -r / wireshark)."""
+        f = open(path, "wb")
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        f.flush()
+        self.pcap = f
+
+    def pcap_write(self, frame):
+        t = time.time()
+        sec = int(t)
+        try:
+            self.pcap.write(struct.pack("<IIII", sec, int((t - sec) * 1e6),
+                                        len(frame), len(frame)) + frame)
+            self.pcap.flush()
+        except OSError as e:
+            self.pcap_errors += 1
+            self.log_rl("pcap", "pcap write: %s" % e)
 
     # ---------------------------------------------------------------- set-up
     def bind(self):
@@ -402,6 +424,11 @@ class Hub:
         for port in self.ports.values():
             if port.sock is not None:
                 port.sock.close()
+        if self.pcap is not None:
+            try:
+                self.pcap.close()
+            except OSError:
+                pass
         self.log("stopped: " + self.stats_line())
 
     # ---------------------------------------------------------------- timers
@@ -483,16 +510,20 @@ class Hub:
                         % (len(frame), node))
             return
         self.c["frames"] += 1
+        if self.pcap is not None:
+            self.pcap_write(frame)
         port = self.ports[node]
-        if not port.spoken or port.path != addr:
-            path = addr if isinstance(addr, str) else addr.decode("utf-8", "replace")
-            # A relative bind path means nothing in the hub's cwd: keep the
-            # default D/node<N>.sock then.
-            if os.path.isabs(path):
+        path = addr if isinstance(addr, str) else addr.decode("utf-8",
+                                                                "replace")
+        # A relative bind path means nothing in the hub's cwd: keep the
+        # default D/node<N>.sock then.
+        if not os.path.isabs(path):
+            path = port.path
+        if not port.spoken or port.path != path:
+            if port.path != path:
                 port.path = path
-            port.spoken = True
-            if port.sock is not None:
                 self.port_disconnect(port)
+            port.spoken = True
             self.log("node %d speaks from %s" % (node, port.path))
         port.retry_at = 0.0
         src = frame[6:12]
@@ -612,6 +643,11 @@ class Hub:
         return True
 
     def port_disconnect(self, port):
+        """Forget the output socket; frames still queued for the old peer
+        are lost (counted in send_errors)."""
+        if port.queue:
+            self.c["send_errors"] += len(port.queue)
+            port.queue.clear()
         if port.sock is None:
             return
         if port.want_write:
@@ -622,6 +658,10 @@ class Hub:
 
     def output(self, node, frame):
         port = self.ports[node]
+        if port.queue and len(port.queue) >= OUTPUT_QUEUE_MAX:
+            # Full: make sure the peer is still there at all (a vanished
+            # peer must not leave a stuck queue behind).
+            self.on_writable(port)
         if port.queue:
             if len(port.queue) >= OUTPUT_QUEUE_MAX:
                 self.c["overflow"] += 1
@@ -665,11 +705,9 @@ class Hub:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
-                self.c["send_errors"] += len(q)
                 self.log_rl("send%d" % port.node, "node %d: send: %s "
                             "(%d queued frames lost)" % (port.node, e.strerror
                                                          or e, len(q)))
-                q.clear()
                 self.port_disconnect(port)
                 return
             q.popleft()
@@ -800,6 +838,8 @@ class Hub:
             if d.node is None:
                 continue
             for f in self.rst_to(key, d, r):
+                if self.pcap is not None:
+                    self.pcap_write(f)
                 self.output(d.node, f)
                 sent += 1
         self.c["rst_frames"] += sent
@@ -1108,12 +1148,16 @@ def main(argv=None):
     ap.add_argument("--reset-port", type=int, default=DLM_PORT,
                     help="TCP port whose connections reset kills (default %d)"
                     % DLM_PORT)
+    ap.add_argument("--pcap", help="write frames received from nodes and "
+                    "crafted RSTs to this pcap file")
     args = ap.parse_args(argv)
     if not 1 <= args.nodes <= 64:
         ap.error("--nodes must be 1..64")
     logf = open(args.log, "a", buffering=1) if args.log else None
     hub = Hub(os.path.abspath(args.dir), args.nodes, args.seed, logf,
               args.reorder_hold_ms, args.reset_port)
+    if args.pcap:
+        hub.pcap_open(args.pcap)
     hub.bind()
     try:
         print("hub ready", flush=True)

@@ -196,7 +196,9 @@ class HubTestBase(unittest.TestCase):
         self.d = tempfile.mkdtemp(prefix="hubt", dir="/tmp")
         self.logpath = os.path.join(self.d, "hub.log")
         self.proc = hubctl.start_hub(self.d, self.NODES, self.SEED,
-                                     log=self.logpath, extra=self.EXTRA)
+                                     log=self.logpath,
+                                     extra=[e.format(d=self.d)
+                                            for e in self.EXTRA])
         self.ctl = hubctl.HubClient(self.d)
         self.n = {i: FakeNode(self.d, i) for i in range(1, self.NODES + 1)}
 
@@ -278,6 +280,21 @@ class ForwardingTest(HubTestBase):
         self.assertEqual(self.n[3].tags(), [51])
         self.assertEqual(self.ctl.raw("ping")[:2], "ok")
 
+    def test_vanished_node_with_queued_frames(self):
+        self.hello()
+        for i in range(60):
+            self.n[1].send(tagged(1, mac(2), i))
+        time.sleep(0.3)
+        self.assertGreater(self.stats()["queued"], 30)
+        self.n[2].close()  # the VM dies with frames waiting for it
+        time.sleep(0.3)
+        st = self.stats()
+        self.assertEqual(st["queued"], 0)
+        self.assertGreater(st["send_errors"], 30)
+        self.n[2] = FakeNode(self.d, 2)
+        self.n[1].send(tagged(1, mac(2), 500))
+        self.assertEqual(self.n[2].tags(), [500])
+
     def test_bad_input(self):
         # Unbound sender, wrong name, runt frame, truncated IPv4/TCP.
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -297,6 +314,39 @@ class ForwardingTest(HubTestBase):
         self.assertEqual(self.n[2].tags(0.2), [None, None])
         with open(self.logpath) as f:
             self.assertIn("unknown sender", f.read())
+
+
+class PcapTest(HubTestBase):
+    EXTRA = ("--pcap", "{d}/frames.pcap")
+
+    def test_pcap_has_frames_and_rsts(self):
+        self.hello()
+        self.n[1].send(tcp_frame(1, 2, 40000, 21064, 10, 0, S))
+        self.n[2].send(tcp_frame(2, 1, 21064, 40000, 20, 11, S | A))
+        for node in self.n.values():
+            node.recv_all(0.2)
+        self.assertEqual(self.ctl.reset(), 1)
+        for node in self.n.values():
+            node.recv_all(0.2)
+        with open(os.path.join(self.d, "frames.pcap"), "rb") as f:
+            data = f.read()
+        magic, vmaj, vmin, _, _, snap, link = struct.unpack_from("<IHHiIII",
+                                                                 data)
+        self.assertEqual((magic, vmaj, vmin, link), (0xA1B2C3D4, 2, 4, 1))
+        off = 24
+        frames = []
+        while off < len(data):
+            _, _, incl, orig = struct.unpack_from("<IIII", data, off)
+            self.assertEqual(incl, orig)
+            frames.append(data[off + 16:off + 16 + incl])
+            off += 16 + incl
+        self.assertEqual(off, len(data))
+        # 3 hellos, SYN, SYN-ACK, 2 crafted RSTs.
+        self.assertEqual(len(frames), 7)
+        self.assertEqual([tag_of(f) for f in frames[:3]], [1001, 1002, 1003])
+        self.assertEqual(hub.parse_tcp(frames[3]).flags, S)
+        self.assertEqual({hub.parse_tcp(f).flags for f in frames[5:]},
+                         {R | A})
 
 
 class ImpairmentTest(HubTestBase):
@@ -373,7 +423,7 @@ class ImpairmentTest(HubTestBase):
 
     def test_delay_does_not_block_other_links(self):
         self.hello()
-        self.ctl.delay(300, 0, 1, 2)
+        self.ctl.delay(500, 0, 1, 2)
         t0 = time.monotonic()
         self.n[1].send(tagged(1, mac(2), 1))
         self.n[3].send(tagged(3, mac(2), 2))
@@ -382,17 +432,17 @@ class ImpairmentTest(HubTestBase):
         second = self.n[2].recv(2.0)
         t2 = time.monotonic()
         self.assertEqual((tag_of(first), tag_of(second)), (2, 1))
-        self.assertLess(t1 - t0, 0.2)
-        self.assertGreaterEqual(t2 - t0, 0.29)
-        self.assertLess(t2 - t0, 1.0)
+        self.assertLess(t1 - t0, 0.35)
+        self.assertGreaterEqual(t2 - t0, 0.49)
+        self.assertLess(t2 - t0, 1.5)
         # The other direction is delayed too; 1->3 is not.
         t0 = time.monotonic()
         self.n[2].send(tagged(2, mac(1), 3))
         self.n[1].send(tagged(1, mac(3), 4))
         self.assertEqual(tag_of(self.n[3].recv()), 4)
-        self.assertLess(time.monotonic() - t0, 0.2)
+        self.assertLess(time.monotonic() - t0, 0.35)
         self.assertEqual(tag_of(self.n[1].recv()), 3)
-        self.assertGreaterEqual(time.monotonic() - t0, 0.29)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.49)
         self.assertEqual(self.stats()["delayed"], 2)
 
     def test_delay_jitter_keeps_link_order(self):
