@@ -92,23 +92,13 @@ fn before(a: u32, b: u32) -> bool {
 /// when a header carries an impossible length: the caller closes the connection, the peer
 /// reconnects and the reliable layer retransmits, instead of C's stalled receive.
 pub(crate) fn frame(nodeid: i32, buf: &[u8]) -> core::result::Result<usize, ()> {
-    let mut pos = 0;
-    while buf.len() - pos >= HEADER_LEN {
-        let len = h_length(&buf[pos..]);
-        if !(HEADER_LEN..=MAX_SOCKET_BUFSIZE).contains(&len) {
-            log_print!(
-                "received invalid length header: {} from node {}, will close the connection",
-                len,
-                nodeid
-            );
-            return Err(());
-        }
-        if buf.len() - pos < len {
-            break;
-        }
-        pos += len;
-    }
-    Ok(pos)
+    crate::proto::framer::complete_len(buf).map_err(|e| {
+        log_print!(
+            "received invalid header from node {}: {}, will close the connection",
+            nodeid,
+            e
+        );
+    })
 }
 
 // ---- receive (dlm_process BH worker) ----------------------------------------------------
