@@ -358,6 +358,16 @@ pub enum WireError {
         /// The inner `h_length`.
         len: u16,
     },
+    /// A DLM_ACK that is not exactly its 16-byte header.
+    AckLength {
+        /// Its `h_length`.
+        len: u16,
+    },
+    /// An inner DLM_FIN that is not exactly its 16-byte header.
+    FinLength {
+        /// The inner `h_length`.
+        len: u16,
+    },
 }
 
 impl WireError {
@@ -446,6 +456,12 @@ impl fmt::Display for WireError {
             }
             WireError::InnerRcomTooShort { len } => {
                 write!(f, "inner DLM_RCOM of {len} bytes is shorter than {RCOM_MIN_LEN}")
+            }
+            WireError::AckLength { len } => {
+                write!(f, "DLM_ACK of {len} bytes, expected {ACK_LEN}")
+            }
+            WireError::FinLength { len } => {
+                write!(f, "inner DLM_FIN of {len} bytes, expected {FIN_LEN}")
             }
         }
     }
@@ -730,11 +746,13 @@ pub struct Packet<'a> {
 ///    3.1 allows DLM_MSG and DLM_RCOM, 3.2 allows DLM_RCOM (stateless
 ///    types only), DLM_OPTS and DLM_ACK;
 /// 4. `h_nodeid` equals `nodeid`;
-/// 5. per command: DLM_MSG ≥ 88 bytes, DLM_RCOM ≥ 48 bytes; for DLM_OPTS
+/// 5. per command: DLM_MSG ≥ 88 bytes, DLM_RCOM ≥ 48 bytes, DLM_ACK
+///    exactly 16 bytes; for DLM_OPTS
 ///    room for `struct dlm_opts`, `o_optlen` and an inner header, an inner
 ///    `h_length` equal to the bytes the outer frame carries, `o_nextcmd`
 ///    and the inner `h_cmd` both MSG, RCOM or FIN and equal, inner major 3,
-///    inner nodeid, inner MSG/RCOM minimum length.
+///    inner nodeid, inner MSG/RCOM minimum length, inner FIN exactly 16
+///    bytes.
 pub fn parse(frame: &[u8], nodeid: u32) -> Result<Packet<'_>, WireError> {
     let header = Header::decode(frame)?;
     let len = check_length(header.length)?;
@@ -786,7 +804,12 @@ pub fn parse(frame: &[u8], nodeid: u32) -> Result<Packet<'_>, WireError> {
             }
             Body::Plain(msg)
         }
-        Cmd::Ack => Body::Ack { seq: header.u },
+        Cmd::Ack => {
+            if len != ACK_LEN {
+                return Err(WireError::AckLength { len: header.length });
+            }
+            Body::Ack { seq: header.u }
+        }
         Cmd::Opts => Body::Opts(parse_opts(frame, &header, nodeid)?),
         // A DLM_FIN only ever travels inside DLM_OPTS; the version check
         // above already refused it, this arm only keeps the match total.
@@ -855,6 +878,9 @@ fn parse_opts<'a>(frame: &'a [u8], header: &Header, nodeid: u32) -> Result<Opts<
         }
         Cmd::Rcom if inner_bytes.len() < RCOM_MIN_LEN => {
             return Err(WireError::InnerRcomTooShort { len: inner.length })
+        }
+        Cmd::Fin if inner_bytes.len() != FIN_LEN => {
+            return Err(WireError::FinLength { len: inner.length })
         }
         Cmd::Fin => Inner::Fin,
         _ => Inner::Message(Message {

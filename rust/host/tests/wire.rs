@@ -609,6 +609,22 @@ fn minimum_length_errors() {
 }
 
 #[test]
+fn ack_and_fin_are_exactly_a_header() {
+    for len in [17usize, 24, 4096] {
+        let ack = message(V32, 1, NODE, len, 4);
+        assert_eq!(err(&ack), WireError::AckLength { len: len as u16 });
+        // Inner FIN with trailing bytes, consistently sized.
+        let fin = message(V32, 0, NODE, len.min(4072), 5);
+        assert_eq!(
+            err(&opts(0, &fin)),
+            WireError::FinLength {
+                len: len.min(4072) as u16
+            }
+        );
+    }
+}
+
+#[test]
 fn opts_structure_errors() {
     // Outer OPTS too short for dlm_opts plus an inner header.
     for len in [16u16, 23, 24, 39] {
@@ -800,6 +816,8 @@ fn every_error_has_a_precise_message() {
         ),
         (WireError::InnerMsgTooShort { len: 20 }, "20"),
         (WireError::InnerRcomTooShort { len: 21 }, "21"),
+        (WireError::AckLength { len: 17 }, "DLM_ACK of 17"),
+        (WireError::FinLength { len: 18 }, "DLM_FIN of 18"),
     ];
     for (e, needle) in errors {
         let s = e.to_string();
