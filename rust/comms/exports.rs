@@ -21,7 +21,7 @@ use super::{
     log::log_print,
     lowcomms::{self, comms},
     midcomms::{self, Handle},
-    node::{io, mflag, Node},
+    node::{io, Node},
     sock::SockAddr,
 };
 
@@ -248,7 +248,7 @@ fn finish_node(c: &lowcomms::Comms, node: &Arc<Node>) {
     lowcomms::stop_node_io(c, node);
     {
         let mut tx = node.tx.lock();
-        tx.entries.clear();
+        tx.wq.entries.clear();
         tx.unacked.clear();
     }
     debugfs_delete(node);
@@ -261,8 +261,7 @@ extern "C" fn dlm_midcomms_close(nodeid: c_int) -> c_int {
     };
     // Abort a close handshake or version wait that is waiting for this node.
     if let Some(node) = c.node(nodeid) {
-        node.mflag_set(mflag::CLOSE);
-        node.wait.notify_all();
+        midcomms::close(&node);
     }
     let _g = c.close_lock.lock();
     let node = {
@@ -274,8 +273,7 @@ extern "C" fn dlm_midcomms_close(nodeid: c_int) -> c_int {
         return ENOENT.to_errno();
     };
     log_print!("closing connection to node {}", nodeid);
-    node.mflag_set(mflag::CLOSE);
-    node.wait.notify_all();
+    midcomms::close(&node);
     finish_node(&c, &node);
     log_print!("io handling for node: {} stopped", nodeid);
     log_print!("closing connection to node {} done", nodeid);
@@ -312,7 +310,7 @@ extern "C" fn dlm_midcomms_exit() {
     if let Some(c) = comms() {
         let nodes = core::mem::take(&mut *c.nodes.lock());
         for node in nodes.iter() {
-            node.mflag_set(mflag::CLOSE);
+            midcomms::close(node);
             finish_node(&c, node);
         }
         drop(nodes);
@@ -360,7 +358,7 @@ unsafe extern "C" fn dlm_midcomms_state(node: *const c_void) -> *const c_char {
 #[no_mangle]
 unsafe extern "C" fn dlm_midcomms_flags(node: *const c_void) -> c_ulong {
     // SAFETY: Per the contract.
-    unsafe { debug_node(node) }.mflags.load(Ordering::Acquire) as c_ulong
+    midcomms::flags(unsafe { debug_node(node) }) as c_ulong
 }
 
 /// # Safety

@@ -600,7 +600,7 @@ pub(crate) fn shutdown(c: ArcBorrow<'_, Comms>) {
         if let Some(q) = c.queues.lock().process.as_ref() {
             q.flush();
         }
-        node.tx.lock().entries.clear();
+        node.tx.lock().wq.entries.clear();
         node.io_test_and_clear(io::IO_STOP);
     }
 }
@@ -710,7 +710,7 @@ fn connect(c: &Comms, node: &Arc<Node>, main: &mut Conn) -> Result {
 /// (the reliable layer retransmits whole messages after the reconnect).
 fn close_main(node: &Arc<Node>, main: &mut Conn) {
     main.close();
-    node.tx.lock().drop_dirty_head();
+    node.tx.lock().wq.drop_dirty_head();
     node.wait.notify_all();
 }
 
@@ -724,7 +724,7 @@ enum SendStep {
 fn send_one(node: &Arc<Node>, sock: &Socket) -> SendStep {
     let next = {
         let tx = node.tx.lock();
-        match tx.next_send() {
+        match tx.wq.next_send() {
             Some(n) => n,
             None => {
                 node.io_test_and_clear(io::SEND_PENDING);
@@ -735,7 +735,7 @@ fn send_one(node: &Arc<Node>, sock: &Socket) -> SendStep {
     let (page, off, len) = next;
     match sock.send_page(&page, off, len) {
         Ok(Io::Done(n)) => {
-            node.tx.lock().complete(&page, n);
+            node.tx.lock().wq.complete(&page, n);
             SendStep::Sent
         }
         Ok(Io::Again) => {

@@ -1,89 +1,217 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! DLM 3.1/3.2 protocol glue: version detection, DLM_OPTS sequencing, cumulative acks,
-//! duplicate and gap handling, retransmission after a reconnect, the DLM_FIN close handshake,
-//! and the send API the lock manager uses (`dlm_midcomms_get_mhandle()` and friends).
+//! Protocol glue: drives the sans-IO [`Peer`] of `rust/proto` (version detection, DLM_OPTS
+//! sequencing, cumulative acks, duplicates and gaps, the DLM_FIN close handshake) with the
+//! node's write queue as its I/O, and implements the send API the lock manager uses
+//! (`dlm_midcomms_get_mhandle()` and friends).
 //!
-//! Runs in the `dlm_process` BH worker (receive side) and in whatever context the lock manager
-//! sends from (BH disabled, spinlocks held): only `spin_lock_bh` locks and `GFP_ATOMIC`.
-//! Lock order: node state lock, then node write queue lock.
+//! Everything here runs under the node lock (`Node::tx`, a BH spinlock): received frames in the
+//! `dlm_process` BH worker, sends in whatever context the lock manager calls from.  A delivery
+//! to the lock manager is only recorded under the lock and made after it is dropped, because
+//! `dlm_receive_buffer()` may send to the same node.
 
 use core::sync::atomic::Ordering;
 use kernel::{ffi::c_void, prelude::*, sync::Arc};
 
+use crate::proto::reliable::UnackedQueue;
+
+use crate::proto::{
+    fin::{State, Wait},
+    framer,
+    reliable::peer::{Event, Peer, PeerIo, PeerSendError},
+    seq::Seq,
+    version::RecvError,
+    wire::{self, Message, Version},
+};
+
 use super::{
     ffi,
-    log::{log_print, log_print_ratelimited},
+    log::{jiffies, log_print, log_print_ratelimited},
     lowcomms::{self, our_nodeid, queue_swork, MAX_SOCKET_BUFSIZE},
-    node::{io, mflag, FinKind, FinState, MidState, Node, Tx},
+    node::{io, Entry, MsgRef, Node, Tx, UnackedList, WriteQueue},
     page::SendPage,
 };
 
-/// Protocol 3.1: plain messages, no sequence numbers.
-pub(crate) const VERSION_3_1: u32 = 0x0003_0001;
-/// Protocol 3.2: reliable messages wrapped in DLM_OPTS.
-pub(crate) const VERSION_3_2: u32 = 0x0003_0002;
-
 const HEADER_LEN: usize = 16;
 const OPTS_LEN: usize = 24;
-const MSG_MIN: usize = 88;
-const RCOM_MIN: usize = 48;
 /// `DLM_MAX_APP_BUFSIZE`.
 const MAX_APP_BUFSIZE: usize = MAX_SOCKET_BUFSIZE - OPTS_LEN;
+/// Room one protocol step may need in the write queue: an ACK, another ACK and a FIN.
+const STEP_ROOM: usize = 2 * HEADER_LEN + OPTS_LEN + HEADER_LEN;
 
-const CMD_MSG: u8 = 1;
-const CMD_RCOM: u8 = 2;
-const CMD_OPTS: u8 = 3;
-const CMD_ACK: u8 = 4;
-const CMD_FIN: u8 = 5;
-
-const RCOM_STATUS: u32 = 1;
-const RCOM_NAMES: u32 = 2;
-const RCOM_STATUS_REPLY: u32 = 5;
-const RCOM_NAMES_REPLY: u32 = 6;
-
-/// Ack after this many deliveries when we are not sending (`DLM_RECV_ACK_BACK_MSG_THRESHOLD`).
-const RECV_ACK_THRESHOLD: u32 = 256;
-/// Ack before a send after this many deliveries (`DLM_SEND_ACK_BACK_MSG_THRESHOLD`).
-const SEND_ACK_THRESHOLD: u32 = 32;
-/// `DLM_SHUTDOWN_TIMEOUT`.
-const SHUTDOWN_TIMEOUT_MS: u32 = 5000;
-
-// ---- header access ----------------------------------------------------------------------
-
-fn le32(b: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([b[off], b[off + 1], b[off + 2], b[off + 3]])
+/// Milliseconds on the jiffies clock, for the timeouts of the close state machine.
+fn now_ms() -> u64 {
+    let hz = kernel::time::msecs_to_jiffies(1000).max(1) as u64;
+    (jiffies() as u64).wrapping_mul(1000) / hz
 }
 
-fn h_version(b: &[u8]) -> u32 {
-    le32(b, 0)
+/// The [`PeerIo`] of one node: effects go to its write queue under the node lock; deliveries
+/// and wake-ups are recorded for after the lock.
+struct NodeIo<'a> {
+    nodeid: i32,
+    wq: &'a mut WriteQueue,
+    /// Start of the frame being processed, to locate a delivered message in it.
+    frame: *const u8,
+    deliver: Option<(usize, usize)>,
+    kick: bool,
+    wake: bool,
 }
 
-fn h_seq(b: &[u8]) -> u32 {
-    le32(b, 4)
+impl<'a> NodeIo<'a> {
+    fn new(nodeid: i32, wq: &'a mut WriteQueue) -> Self {
+        Self {
+            nodeid,
+            wq,
+            frame: core::ptr::null(),
+            deliver: None,
+            kick: false,
+            wake: false,
+        }
+    }
+
+    /// Places a complete message built by `fill`; infallible after `ensure_room`.
+    fn place(&mut self, len: usize, fill: impl FnOnce(&mut [u8])) -> MsgRef {
+        match self.wq.reserve(len) {
+            Ok(r) => {
+                // SAFETY: The reservation is ours until the commit below.
+                fill(unsafe { r.page.bytes_mut(r.off, len) });
+                if self.wq.commit(&r.page) {
+                    self.kick = true;
+                }
+                MsgRef {
+                    page: Some(r.page),
+                    off: r.off,
+                    len,
+                }
+            }
+            Err(_) => {
+                log_print_ratelimited!("no memory for a control message to node {}", self.nodeid);
+                MsgRef {
+                    page: None,
+                    off: 0,
+                    len,
+                }
+            }
+        }
+    }
 }
 
-fn h_length(b: &[u8]) -> usize {
-    u16::from_le_bytes([b[12], b[13]]).into()
+impl PeerIo for NodeIo<'_> {
+    type Entry = MsgRef;
+
+    fn deliver(&mut self, msg: Message<'_>, _seq: Option<Seq>) {
+        let b = msg.bytes();
+        let off = (b.as_ptr() as usize).wrapping_sub(self.frame as usize);
+        self.deliver = Some((off, b.len()));
+    }
+
+    fn send_ack(&mut self, ack: Seq) {
+        let our = our_nodeid() as u32;
+        self.place(HEADER_LEN, |b| {
+            let _ = wire::encode_ack(b, our, ack.get());
+        });
+    }
+
+    fn send_fin(&mut self, seq: Seq) -> MsgRef {
+        let our = our_nodeid() as u32;
+        self.place(OPTS_LEN + HEADER_LEN, |b| {
+            let _ = wire::encode_fin(b, our, seq.get());
+        })
+    }
+
+    fn resend(&mut self, _seq: Seq, _entry: &MsgRef) {
+        // Retransmission is done by `resend_unacked` with its own `PeerIo`.
+    }
+
+    fn release(&mut self, _seq: Seq, _entry: MsgRef) {}
+
+    fn wake(&mut self) {
+        self.wake = true;
+    }
+
+    fn event(&mut self, e: Event) {
+        log_event(self.nodeid, e);
+    }
 }
 
-fn h_cmd(b: &[u8]) -> u8 {
-    b[14]
+fn log_event(nodeid: i32, e: Event) {
+    match e {
+        Event::Dropped(RecvError::Wire(w)) => log_print_ratelimited!(
+            "invalid message from node {}: {}, will skip this message",
+            nodeid,
+            w
+        ),
+        Event::Dropped(RecvError::Version(v)) => log_print_ratelimited!(
+            "version mismatch detected from node {}: {:?}, will skip this message",
+            nodeid,
+            v
+        ),
+        Event::VersionDetected(v) => {
+            log_print!("version 0x{:08x} for node {} detected", v.to_wire(), nodeid)
+        }
+        Event::Duplicate { seq, expected } | Event::Gap { seq, expected } => {
+            log_print_ratelimited!(
+                "ignore dlm msg because seq mismatch, seq: {}, expected: {}, nodeid: {}",
+                seq.get(),
+                expected.get(),
+                nodeid
+            )
+        }
+        Event::AckInvalid { ack, seq_send } => log_print_ratelimited!(
+            "ignore ack {} from node {}: we only sent up to {}",
+            ack.get(),
+            nodeid,
+            seq_send.get()
+        ),
+        Event::StaleFin { .. } | Event::Reset => {}
+        Event::DeliveredAfterFin => {
+            kernel::pr_warn_once!("dlm: message from node {} after its FIN\n", nodeid)
+        }
+        Event::Unexpected(u) => log_print!("node {}: unexpected state: {:?}", nodeid, u),
+        // Events added to the core later are logged generically.
+        #[allow(unreachable_patterns)]
+        other => log_print_ratelimited!("node {}: {:?}", nodeid, other),
+    }
 }
 
-/// Writes a 16-byte `dlm_header`.
-fn put_header(b: &mut [u8], seq: u32, len: usize, cmd: u8) {
-    b[0..4].copy_from_slice(&VERSION_3_2.to_le_bytes());
-    b[4..8].copy_from_slice(&seq.to_le_bytes());
-    b[8..12].copy_from_slice(&(our_nodeid() as u32).to_le_bytes());
-    b[12..14].copy_from_slice(&(len as u16).to_le_bytes());
-    b[14] = cmd;
-    b[15] = 0;
-}
-
-/// `before(a, b)` of TCP: wrap-safe sequence comparison.
-fn before(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) < 0
+/// Runs `f` with the node's protocol state and a [`NodeIo`], then does what it asked for after
+/// the lock: queue the send work, wake waiters, deliver a message (from `frame`).
+fn with_peer<R>(
+    node: &Arc<Node>,
+    frame: &[u8],
+    f: impl FnOnce(&mut Peer, &mut UnackedList, &mut NodeIo<'_>) -> R,
+) -> Option<R> {
+    let (r, deliver, wake) = {
+        let mut guard = node.tx.lock();
+        let Tx { wq, peer, unacked } = &mut *guard;
+        if wq.ensure_room(STEP_ROOM).is_err() {
+            log_print_ratelimited!("no memory for the protocol of node {}", node.nodeid);
+            return None;
+        }
+        let (r, deliver, kick, wake) = {
+            let mut nio = NodeIo::new(node.nodeid, wq);
+            nio.frame = frame.as_ptr();
+            let r = f(peer, unacked, &mut nio);
+            (r, nio.deliver, nio.kick, nio.wake)
+        };
+        let v = peer.version().map_or(0, Version::to_wire);
+        node.version.store(v, Ordering::Release);
+        if kick {
+            queue_swork(node);
+        }
+        (r, deliver, wake)
+    };
+    if wake {
+        node.wait.notify_all();
+    }
+    if let Some((off, len)) = deliver {
+        if let Some(msg) = frame.get(off..off + len) {
+            // SAFETY: `msg` is one whole, validated DLM_MSG or DLM_RCOM; `dlm_receive_buffer`
+            // does not keep the pointer.
+            unsafe { ffi::dlm_receive_buffer(msg.as_ptr().cast::<c_void>(), node.nodeid) };
+        }
+    }
+    Some(r)
 }
 
 // ---- framing (dlm_io worker) ------------------------------------------------------------
@@ -92,7 +220,7 @@ fn before(a: u32, b: u32) -> bool {
 /// when a header carries an impossible length: the caller closes the connection, the peer
 /// reconnects and the reliable layer retransmits, instead of C's stalled receive.
 pub(crate) fn frame(nodeid: i32, buf: &[u8]) -> core::result::Result<usize, ()> {
-    crate::proto::framer::complete_len(buf).map_err(|e| {
+    framer::complete_len(buf).map_err(|e| {
         log_print!(
             "received invalid header from node {}: {}, will close the connection",
             nodeid,
@@ -103,384 +231,19 @@ pub(crate) fn frame(nodeid: i32, buf: &[u8]) -> core::result::Result<usize, ()> 
 
 // ---- receive (dlm_process BH worker) ----------------------------------------------------
 
-fn deliver(node: &Node, p: &[u8]) {
-    // SAFETY: `p` is a whole message of at least the minimum size for its command, valid for
-    // the duration of the call; `dlm_receive_buffer` does not keep the pointer.
-    unsafe { ffi::dlm_receive_buffer(p.as_ptr().cast::<c_void>(), node.nodeid) };
-}
-
 /// Processes a buffer of whole messages from `node`, in order.
 pub(crate) fn process(node: &Arc<Node>, buf: &[u8]) {
-    let mut pos = 0;
-    while buf.len() - pos >= HEADER_LEN {
-        let len = h_length(&buf[pos..]);
-        if len < HEADER_LEN || len > buf.len() - pos {
+    for frame in framer::frames(buf) {
+        let Ok(frame) = frame else {
             break;
-        }
-        let msg = &buf[pos..pos + len];
-        pos += len;
-        match h_version(msg) {
-            VERSION_3_1 => receive_3_1(node, msg),
-            VERSION_3_2 => receive_3_2(node, msg),
-            v => log_print!(
-                "received invalid version header: {} from node {}, will skip this message",
-                v,
-                node.nodeid
-            ),
-        }
-    }
-}
-
-/// Learns or checks the peer's version; false when the message must be dropped.
-fn version_check(node: &Node, version: u32) -> bool {
-    let cur = node.version.load(Ordering::Acquire);
-    if cur == version {
-        return true;
-    }
-    if cur != 0 {
-        log_print_ratelimited!(
-            "version mismatch detected, assumed 0x{:08x} but node {} has 0x{:08x}",
-            cur,
-            node.nodeid,
-            version
-        );
-        return false;
-    }
-    {
-        let mut st = node.st.lock();
-        if node
-            .version
-            .compare_exchange(0, version, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            log_print!(
-                "version 0x{:08x} for node {} detected",
-                version,
-                node.nodeid
-            );
-            if version == VERSION_3_2 && st.state == FinState::Closed {
-                st.state = FinState::Established;
-            }
-        }
-    }
-    node.wait.notify_all();
-    node.version.load(Ordering::Acquire) == version
-}
-
-fn receive_3_1(node: &Arc<Node>, msg: &[u8]) {
-    if !version_check(node, VERSION_3_1) {
-        return;
-    }
-    match h_cmd(msg) {
-        CMD_MSG if msg.len() < MSG_MIN => log_print!(
-            "msg too small: {}, will skip this message from node {}",
-            msg.len(),
-            node.nodeid
-        ),
-        CMD_RCOM if msg.len() < RCOM_MIN => log_print!(
-            "rcom msg too small: {}, will skip this message from node {}",
-            msg.len(),
-            node.nodeid
-        ),
-        CMD_MSG | CMD_RCOM => deliver(node, msg),
-        cmd => log_print!(
-            "unsupported h_cmd received: {}, will skip this message from node {}",
-            cmd,
-            node.nodeid
-        ),
-    }
-}
-
-fn receive_3_2(node: &Arc<Node>, msg: &[u8]) {
-    if !version_check(node, VERSION_3_2) {
-        return;
-    }
-    match h_cmd(msg) {
-        CMD_RCOM => {
-            // Stateless recovery messages (version detection and bootstrap).
-            if msg.len() < RCOM_MIN {
-                log_print!(
-                    "rcom msg too small: {}, will skip this message from node {}",
-                    msg.len(),
-                    node.nodeid
-                );
-                return;
-            }
-            match le32(msg, 16) {
-                RCOM_STATUS | RCOM_NAMES | RCOM_STATUS_REPLY | RCOM_NAMES_REPLY => {
-                    deliver(node, msg)
-                }
-                t => log_print!(
-                    "unsupported rcom type received: {}, will skip this message from node {}",
-                    t,
-                    node.nodeid
-                ),
-            }
-        }
-        CMD_OPTS => receive_opts(node, msg),
-        CMD_ACK => receive_ack(node, h_seq(msg)),
-        cmd => log_print!(
-            "unsupported h_cmd received: {}, will skip this message from node {}",
-            cmd,
-            node.nodeid
-        ),
-    }
-}
-
-fn min_len(cmd: u8) -> Option<usize> {
-    match cmd {
-        CMD_FIN => Some(HEADER_LEN),
-        CMD_MSG => Some(MSG_MIN),
-        CMD_RCOM => Some(RCOM_MIN),
-        _ => None,
-    }
-}
-
-fn receive_opts(node: &Arc<Node>, msg: &[u8]) {
-    if msg.len() < OPTS_LEN {
-        log_print!(
-            "opts msg too small: {}, will skip this message from node {}",
-            msg.len(),
-            node.nodeid
-        );
-        return;
-    }
-    let nextcmd = msg[16];
-    let optlen = usize::from(u16::from_le_bytes([msg[18], msg[19]]));
-    let Some(min) = min_len(nextcmd) else {
-        log_print!(
-            "unsupported o_nextcmd received: {}, will skip this message from node {}",
-            nextcmd,
-            node.nodeid
-        );
-        return;
-    };
-    let inner_off = OPTS_LEN + optlen;
-    if msg.len() < inner_off + min {
-        log_print!(
-            "opts msg too small: {}, will skip this message from node {}",
-            msg.len(),
-            node.nodeid
-        );
-        return;
-    }
-    let rest = &msg[inner_off..];
-    let inner_len = h_length(rest);
-    let inner_cmd = h_cmd(rest);
-    let Some(inner_min) = min_len(inner_cmd) else {
-        log_print!(
-            "unsupported inner h_cmd received: {}, will skip this message from node {}",
-            inner_cmd,
-            node.nodeid
-        );
-        return;
-    };
-    // Stricter than C: the inner length must fit the outer frame.
-    if inner_len < inner_min || inner_len > rest.len() {
-        log_print!(
-            "inner msg length {} invalid for cmd {}, will skip this message from node {}",
-            inner_len,
-            inner_cmd,
-            node.nodeid
-        );
-        return;
-    }
-    receive_seq(node, &rest[..inner_len], h_seq(msg));
-}
-
-fn receive_seq(node: &Arc<Node>, inner: &[u8], seq: u32) {
-    let mut st = node.st.lock();
-    let expected = st.seq_next;
-    if seq != expected {
-        drop(st);
-        if before(seq, expected) {
-            send_ack(node, expected);
-        }
-        log_print_ratelimited!(
-            "ignore dlm msg because seq mismatch, seq: {}, expected: {}, nodeid: {}",
-            seq,
-            expected,
-            node.nodeid
-        );
-        return;
-    }
-    let next = expected.wrapping_add(1);
-    st.seq_next = next;
-    node.seq_next.store(next, Ordering::Release);
-    if h_cmd(inner) == CMD_FIN {
-        receive_fin(node, &mut st, next);
-        drop(st);
-        node.wait.notify_all();
-        return;
-    }
-    drop(st);
-    if node.mflag_test(mflag::STOP_RX) {
-        kernel::pr_warn_once!("dlm: message from node {} after its FIN\n", node.nodeid);
-    }
-    deliver(node, inner);
-    node.ulp_delivered.fetch_add(1, Ordering::AcqRel);
-    send_ack_threshold(node, RECV_ACK_THRESHOLD);
-}
-
-fn receive_fin(node: &Arc<Node>, st: &mut MidState, next: u32) {
-    match st.state {
-        FinState::Established => {
-            send_ack(node, next);
-            if st.users == 0 {
-                // Passive close, case 1.
-                st.state = FinState::LastAck;
-                node.mflag_set(mflag::STOP_RX);
-                send_fin(node, FinKind::Passive);
-            } else {
-                st.state = FinState::CloseWait;
-            }
-        }
-        FinState::FinWait1 => {
-            send_ack(node, next);
-            st.state = FinState::Closing;
-            node.mflag_set(mflag::STOP_RX);
-        }
-        FinState::FinWait2 => {
-            send_ack(node, next);
-            reset_locked(node, st);
-        }
-        FinState::LastAck => {
-            // Probably remove_member caught it; as C, nothing to do.
-        }
-        s => log_print!("receive_fin: unexpected state: {}", s as i32),
-    }
-}
-
-fn receive_ack(node: &Arc<Node>, ack: u32) {
-    let mut active = false;
-    let mut passive = false;
-    {
-        let mut tx = node.tx.lock();
-        tx.unacked.retain(|m| {
-            if before(m.seq, ack) {
-                match m.fin {
-                    Some(FinKind::Active) => active = true,
-                    Some(FinKind::Passive) => passive = true,
-                    None => {}
-                }
-                false
-            } else {
-                true
-            }
+        };
+        with_peer(node, frame, |peer, unacked, nio| {
+            let _ = peer.receive(frame, unacked, nio);
         });
-        node.send_queue_cnt
-            .store(tx.unacked.len() as i32, Ordering::Release);
     }
-    if active {
-        let mut st = node.st.lock();
-        match st.state {
-            FinState::FinWait1 => st.state = FinState::FinWait2,
-            FinState::Closing => reset_locked(node, &mut st),
-            FinState::Closed => {}
-            s => log_print!("active fin ack: unexpected state: {}", s as i32),
-        }
-    }
-    if passive {
-        let mut st = node.st.lock();
-        match st.state {
-            FinState::LastAck => reset_locked(node, &mut st),
-            FinState::Closed => {}
-            s => log_print!("passive fin ack: unexpected state: {}", s as i32),
-        }
-    }
-    if active || passive {
-        node.wait.notify_all();
-    }
-}
-
-/// `midcomms_node_reset()`: back to CLOSED with no version, no sequence state and nothing
-/// waiting for an ack.  Called with the state lock held.
-fn reset_locked(node: &Node, st: &mut MidState) {
-    st.seq_next = 0;
-    st.state = FinState::Closed;
-    node.seq_next.store(0, Ordering::Release);
-    node.ulp_delivered.store(0, Ordering::Release);
-    node.version.store(0, Ordering::Release);
-    node.mflags.store(0, Ordering::Release);
-    let mut tx = node.tx.lock();
-    tx.seq_send = 0;
-    tx.unacked.clear();
-    node.send_queue_cnt.store(0, Ordering::Release);
-}
-
-/// Resets `node` (state lock taken here) and wakes waiters.
-pub(crate) fn reset(node: &Node) {
-    {
-        let mut st = node.st.lock();
-        reset_locked(node, &mut st);
-    }
-    node.wait.notify_all();
 }
 
 // ---- sending ----------------------------------------------------------------------------
-
-/// Reserves, fills and commits a complete message in one step.
-fn send_now(
-    node: &Arc<Node>,
-    len: usize,
-    reliable: Option<Option<FinKind>>,
-    fill: impl FnOnce(&mut [u8], Option<u32>),
-) -> Result {
-    let mut tx = node.tx.lock();
-    let r = tx.reserve(len, reliable)?;
-    // SAFETY: The reservation `r.off..r.off + len` is ours until the commit below.
-    fill(unsafe { r.page.bytes_mut(r.off, len) }, r.seq);
-    if tx.commit(&r.page, r.seq) {
-        queue_swork(node);
-    }
-    if reliable.is_some() {
-        node.send_queue_cnt
-            .store(tx.unacked.len() as i32, Ordering::Release);
-    }
-    Ok(())
-}
-
-/// Sends a DLM_ACK carrying `seq` (the next sequence number we expect).
-fn send_ack(node: &Arc<Node>, seq: u32) {
-    if send_now(node, HEADER_LEN, None, |b, _| {
-        put_header(b, seq, HEADER_LEN, CMD_ACK)
-    })
-    .is_err()
-    {
-        log_print_ratelimited!("failed to allocate ack for node {}", node.nodeid);
-    }
-}
-
-fn send_ack_threshold(node: &Arc<Node>, threshold: u32) {
-    let mut cur = node.ulp_delivered.load(Ordering::Acquire);
-    loop {
-        if cur <= threshold {
-            return;
-        }
-        match node
-            .ulp_delivered
-            .compare_exchange(cur, 0, Ordering::AcqRel, Ordering::Acquire)
-        {
-            Ok(_) => break,
-            Err(v) => cur = v,
-        }
-    }
-    send_ack(node, node.seq_next.load(Ordering::Acquire));
-}
-
-/// Sends our FIN (sequenced, like any reliable message).
-fn send_fin(node: &Arc<Node>, kind: FinKind) {
-    let len = OPTS_LEN + HEADER_LEN;
-    let ret = send_now(node, len, Some(Some(kind)), |b, seq| {
-        put_header(&mut b[..HEADER_LEN], seq.unwrap_or(0), len, CMD_OPTS);
-        b[16] = CMD_FIN;
-        put_header(&mut b[OPTS_LEN..], 0, HEADER_LEN, CMD_FIN);
-    });
-    node.mflag_set(mflag::STOP_TX);
-    if ret.is_err() {
-        log_print_ratelimited!("failed to allocate fin for node {}", node.nodeid);
-    }
-}
 
 /// What a send handle reserved.
 pub(crate) struct Handle {
@@ -488,32 +251,31 @@ pub(crate) struct Handle {
     page: Arc<SendPage>,
     off: usize,
     len: usize,
-    seq: Option<u32>,
+    sequenced: bool,
 }
 
 impl Handle {
     /// Where the caller builds its message.
     pub(crate) fn payload(&self) -> *mut u8 {
-        let skip = if self.seq.is_some() { OPTS_LEN } else { 0 };
+        let skip = if self.sequenced { OPTS_LEN } else { 0 };
         self.page.ptr_at(self.off + skip)
     }
 
     /// Ends the reservation and queues transmission.
     pub(crate) fn commit(&self) {
         let mut tx = self.node.tx.lock();
-        if self.seq.is_some() {
+        if self.sequenced {
             // SAFETY: The reservation is still ours; fill in `o_nextcmd` from the inner header.
-            let b = unsafe { self.page.bytes_mut(self.off, self.len) };
-            b[16] = b[OPTS_LEN + 14];
+            let _ = wire::set_opts_nextcmd(unsafe { self.page.bytes_mut(self.off, self.len) });
         }
-        if tx.commit(&self.page, self.seq) {
+        if tx.wq.commit(&self.page) {
             queue_swork(&self.node);
         }
     }
 }
 
-/// Reserves `len` bytes for a plain (unsequenced) message; `cb(data)` runs under the write queue
-/// lock at the moment the position is fixed.  `dlm_lowcomms_new_msg()`.
+/// Reserves `len` bytes for a plain (unsequenced) message; `cb(data)` runs under the node lock
+/// at the moment the position is fixed.  `dlm_lowcomms_new_msg()`.
 pub(crate) fn new_plain(
     node: Arc<Node>,
     len: usize,
@@ -521,13 +283,15 @@ pub(crate) fn new_plain(
     data: *mut c_void,
 ) -> Result<KBox<Handle>> {
     let slot = KBox::<Handle>::new_uninit(GFP_ATOMIC)?;
-    let mut tx = node.tx.lock();
-    let r = tx.reserve(len, None)?;
-    if let Some(cb) = cb {
-        // SAFETY: The caller's callback with the caller's data, as the C API defines.
-        unsafe { cb(data) };
-    }
-    drop(tx);
+    let r = {
+        let mut tx = node.tx.lock();
+        let r = tx.wq.reserve(len)?;
+        if let Some(cb) = cb {
+            // SAFETY: The caller's callback with the caller's data, as the C API defines.
+            unsafe { cb(data) };
+        }
+        r
+    };
     Ok(KBox::write(
         slot,
         Handle {
@@ -535,7 +299,7 @@ pub(crate) fn new_plain(
             page: r.page,
             off: r.off,
             len,
-            seq: None,
+            sequenced: false,
         },
     ))
 }
@@ -543,107 +307,173 @@ pub(crate) fn new_plain(
 /// `dlm_midcomms_get_mhandle()`: a reservation for a message of `len` bytes to `node`,
 /// sequenced and wrapped in DLM_OPTS for 3.2 peers, plain for 3.1 peers.
 pub(crate) fn get_mhandle(node: Arc<Node>, len: usize) -> Option<KBox<Handle>> {
-    if node.mflag_test(mflag::STOP_TX) {
-        kernel::pr_warn_once!("dlm: sending to node {} after our FIN\n", node.nodeid);
+    if !(HEADER_LEN..=MAX_SOCKET_BUFSIZE).contains(&len) {
+        return None;
     }
-    match node.version.load(Ordering::Acquire) {
-        VERSION_3_1 => {
-            if !(HEADER_LEN..=MAX_SOCKET_BUFSIZE).contains(&len) {
-                kernel::warn_on!(true);
-                return None;
-            }
-            new_plain(node, len, None, core::ptr::null_mut()).ok()
+    let slot = KBox::<Handle>::new_uninit(GFP_ATOMIC).ok()?;
+    let total = len + OPTS_LEN;
+    let mut placed = None;
+    let res = with_peer(&node, &[], |peer, unacked, nio| {
+        if peer.version() == Some(Version::V3_2) && len > MAX_APP_BUFSIZE {
+            return Err(PeerSendError::NotDetected);
         }
-        VERSION_3_2 => {
-            if !(HEADER_LEN..=MAX_APP_BUFSIZE).contains(&len) {
-                return None;
+        if nio.wq.ensure_room(total + HEADER_LEN).is_err() {
+            return Err(PeerSendError::NotDetected);
+        }
+        let our = our_nodeid() as u32;
+        peer.send(unacked, nio, |nio, seq| match nio.wq.reserve(total) {
+            Ok(r) => {
+                // SAFETY: The reservation is ours until commit.
+                let b = unsafe { r.page.bytes_mut(r.off, OPTS_LEN) };
+                let _ = wire::encode_opts_header(b, our, seq.get(), len);
+                placed = Some((r.page.clone(), r.off));
+                MsgRef {
+                    page: Some(r.page),
+                    off: r.off,
+                    len: total,
+                }
             }
-            send_ack_threshold(&node, SEND_ACK_THRESHOLD);
-            let total = len + OPTS_LEN;
-            let slot = KBox::<Handle>::new_uninit(GFP_ATOMIC).ok()?;
-            let r = {
-                let mut tx = node.tx.lock();
-                let r = tx.reserve(total, Some(None)).ok()?;
-                node.send_queue_cnt
-                    .store(tx.unacked.len() as i32, Ordering::Release);
-                r
-            };
-            // SAFETY: The reservation is ours until commit.
-            let b = unsafe { r.page.bytes_mut(r.off, OPTS_LEN) };
-            put_header(&mut b[..HEADER_LEN], r.seq.unwrap_or(0), total, CMD_OPTS);
+            Err(_) => MsgRef {
+                page: None,
+                off: 0,
+                len: total,
+            },
+        })
+    })?;
+    match res {
+        Ok(_) => {
+            let (page, off) = placed?;
+            Some(KBox::write(
+                slot,
+                Handle {
+                    node,
+                    page,
+                    off,
+                    len: total,
+                    sequenced: true,
+                },
+            ))
+        }
+        Err(PeerSendError::Plain) => {
+            let r = node.tx.lock().wq.reserve(len).ok()?;
             Some(KBox::write(
                 slot,
                 Handle {
                     node,
                     page: r.page,
                     off: r.off,
-                    len: total,
-                    seq: r.seq,
+                    len,
+                    sequenced: false,
                 },
             ))
         }
-        _ => {
-            kernel::warn_on!(true);
+        Err(PeerSendError::NotDetected) => {
+            kernel::pr_warn_once!(
+                "dlm: send to node {} before its version is known\n",
+                node.nodeid
+            );
             None
+        }
+        Err(e) => {
+            log_print_ratelimited!("send to node {} refused: {:?}", node.nodeid, e);
+            None
+        }
+    }
+}
+
+/// A [`PeerIo`] that only collects retransmissions, in front of the still-unsent queue.
+struct ResendIo<'a> {
+    nodeid: i32,
+    queued: &'a WriteQueue,
+    fresh: WriteQueue,
+    failed: bool,
+}
+
+impl PeerIo for ResendIo<'_> {
+    type Entry = MsgRef;
+
+    fn deliver(&mut self, _msg: Message<'_>, _seq: Option<Seq>) {}
+    fn send_ack(&mut self, _ack: Seq) {}
+    fn send_fin(&mut self, _seq: Seq) -> MsgRef {
+        MsgRef {
+            page: None,
+            off: 0,
+            len: 0,
+        }
+    }
+    fn release(&mut self, _seq: Seq, _entry: MsgRef) {}
+
+    fn resend(&mut self, seq: Seq, m: &MsgRef) {
+        let Some(page) = m.page.as_ref() else {
+            return;
+        };
+        if self.failed || self.queued.holds(page) {
+            // Not on the wire yet: it goes out in place, after the copies.
+            return;
+        }
+        match self.fresh.reserve(m.len) {
+            Ok(r) => {
+                // SAFETY: The fresh reservation is ours; the original is committed and immutable.
+                let dst = unsafe { r.page.bytes_mut(r.off, m.len) };
+                // SAFETY: As above.
+                dst.copy_from_slice(unsafe { page.bytes(m.off, m.len) });
+                self.fresh.commit(&r.page);
+                log_print_ratelimited!(
+                    "retransmit dlm msg, seq {}, nodeid {}",
+                    seq.get(),
+                    self.nodeid
+                );
+            }
+            Err(_) => self.failed = true,
         }
     }
 }
 
 /// After a new sending socket was installed: puts copies of every unacknowledged message that
 /// already went out (in sequence order) in front of the unsent queue, so the peer sees every
-/// message from its next expected sequence number on.  False when an open reservation makes
-/// the caller retry shortly.
+/// message from its next expected sequence number on.  False when an open reservation or an
+/// allocation failure makes the caller retry shortly.
 pub(crate) fn resend_unacked(node: &Arc<Node>) -> bool {
-    let mut tx = node.tx.lock();
-    if node.version.load(Ordering::Acquire) != VERSION_3_2 || tx.unacked.is_empty() {
-        node.io_test_and_clear(io::RESEND);
-        return true;
-    }
-    if tx.has_open_reservation() || tx.unacked.iter().any(|m| !m.committed) {
+    let mut guard = node.tx.lock();
+    let tx = &mut *guard;
+    if tx.wq.open != 0 {
         return false;
     }
-    match requeue_sent(node.nodeid, &mut tx) {
-        Ok(()) => {
-            node.io_test_and_clear(io::RESEND);
-            true
+    let fresh = {
+        let mut rio = ResendIo {
+            nodeid: node.nodeid,
+            queued: &tx.wq,
+            fresh: WriteQueue {
+                entries: KVec::new(),
+                open: 0,
+            },
+            failed: false,
+        };
+        tx.peer.connected(&tx.unacked, &mut rio);
+        if rio.failed {
+            return false;
         }
-        Err(_) => false,
-    }
-}
-
-fn requeue_sent(nodeid: i32, tx: &mut Tx) -> Result {
-    let mut fresh = Tx {
-        entries: KVec::new(),
-        seq_send: 0,
-        unacked: KVec::new(),
+        rio.fresh
     };
-    for m in tx.unacked.iter() {
-        if tx.entries.iter().any(|e| Arc::ptr_eq(&e.page, &m.page)) {
-            // Still queued and not sent: goes out in place, after the copies.
-            continue;
+    if !fresh.entries.is_empty() {
+        let mut entries: KVec<Entry> = fresh.entries;
+        if entries.reserve(tx.wq.entries.len(), GFP_ATOMIC).is_err() {
+            return false;
         }
-        let r = fresh.reserve(m.len, None)?;
-        // SAFETY: The fresh reservation is ours; the original is committed and immutable.
-        unsafe { r.page.bytes_mut(r.off, m.len) }
-            .copy_from_slice(unsafe { m.page.bytes(m.off, m.len) });
-        fresh.commit(&r.page, None);
-        log_print_ratelimited!("retransmit dlm msg, seq {}, nodeid {}", m.seq, nodeid);
+        for e in tx.wq.entries.drain_all() {
+            let _ = entries.push_within_capacity(e);
+        }
+        tx.wq.entries = entries;
     }
-    if fresh.entries.is_empty() {
-        return Ok(());
-    }
-    fresh.entries.reserve(tx.entries.len(), GFP_ATOMIC)?;
-    for e in tx.entries.drain_all() {
-        let _ = fresh.entries.push_within_capacity(e);
-    }
-    tx.entries = fresh.entries;
-    Ok(())
+    node.io_test_and_clear(io::RESEND);
+    true
 }
 
-/// The main connection to `node` ended: reconnect at once if the peer still owes us acks.
+/// The main connection to `node` ended: reconnect at once if the peer still owes us acks or
+/// something waits to be sent.
 pub(crate) fn connection_lost(node: &Arc<Node>) {
     let tx = node.tx.lock();
-    if !tx.unacked.is_empty() || !tx.entries.is_empty() {
+    if tx.unacked.len() != 0 || !tx.wq.entries.is_empty() {
         queue_swork(node);
     }
 }
@@ -652,87 +482,43 @@ pub(crate) fn connection_lost(node: &Arc<Node>) {
 
 /// `dlm_midcomms_add_member()`.
 pub(crate) fn add_member(node: &Arc<Node>) {
-    let mut st = node.st.lock();
-    if st.users == 0 {
-        match st.state {
-            FinState::Established => {}
-            FinState::Closed => st.state = FinState::Established,
-            _ => {
-                log_print!("reset node {} because shutdown stuck", node.nodeid);
-                reset_locked(node, &mut st);
-                st.state = FinState::Established;
-            }
-        }
-    }
-    st.users += 1;
+    with_peer(node, &[], |peer, unacked, nio| {
+        peer.add_member(unacked, nio)
+    });
 }
 
 /// `dlm_midcomms_remove_member()`.
 pub(crate) fn remove_member(node: &Arc<Node>) {
-    let mut st = node.st.lock();
-    if st.users == 0 {
-        return;
-    }
-    st.users -= 1;
-    if st.users == 0 {
-        match st.state {
-            FinState::CloseWait => {
-                // Passive close, case 2.
-                st.state = FinState::LastAck;
-                node.mflag_set(mflag::STOP_RX);
-                send_fin(node, FinKind::Passive);
-            }
-            FinState::Established | FinState::LastAck | FinState::Closed => {}
-            s => log_print!("remove_member: unexpected state: {}", s as i32),
+    with_peer(node, &[], |peer, unacked, nio| {
+        if peer.fin().users() > 0 {
+            peer.remove_member(unacked, nio);
         }
-    }
+    });
 }
 
-/// Waits up to 5 s (sleeping) until `done(node)` holds; false on timeout.
-fn wait_for(node: &Node, done: impl Fn(&Node, &MidState) -> bool) -> bool {
-    let deadline = super::log::jiffies()
-        .wrapping_add(kernel::time::msecs_to_jiffies(SHUTDOWN_TIMEOUT_MS) as usize);
-    let mut st = node.st.lock();
+/// Sleeps until `poll` says done or timed out.
+fn wait_poll(node: &Node, mut poll: impl FnMut(&mut Tx, u64) -> Wait) {
+    let mut tx = node.tx.lock();
     loop {
-        if done(node, &st) {
-            return true;
+        let now = now_ms();
+        match poll(&mut tx, now) {
+            Wait::Done | Wait::TimedOut => return,
+            Wait::Until(t) => {
+                let ms = t.saturating_sub(now).clamp(1, 100) as u32;
+                let _ = node
+                    .wait
+                    .wait_interruptible_timeout(&mut tx, kernel::time::msecs_to_jiffies(ms));
+            }
         }
-        let left = deadline.wrapping_sub(super::log::jiffies()) as isize;
-        if left <= 0 {
-            return false;
-        }
-        let _ = node
-            .wait
-            .wait_interruptible_timeout(&mut st, left.min(10) as kernel::time::Jiffies);
     }
 }
 
 /// `dlm_midcomms_version_wait()`.
 pub(crate) fn version_wait(c: &lowcomms::Comms) {
     for node in c.all_nodes().iter() {
-        wait_for(node, |n, st| {
-            n.version.load(Ordering::Acquire) != 0
-                || st.state == FinState::Closed
-                || n.mflag_test(mflag::CLOSE)
-        });
+        let started = now_ms();
+        wait_poll(node, |tx, now| tx.peer.poll_version_wait(started, now));
     }
-}
-
-/// The active close with one node.
-fn shutdown_node(node: &Arc<Node>) {
-    if node.version.load(Ordering::Acquire) != VERSION_3_2 {
-        return;
-    }
-    {
-        let mut st = node.st.lock();
-        if st.state == FinState::Established {
-            st.state = FinState::FinWait1;
-            send_fin(node, FinKind::Active);
-        }
-    }
-    wait_for(node, |n, st| {
-        st.state == FinState::Closed || n.mflag_test(mflag::CLOSE)
-    });
 }
 
 /// `dlm_midcomms_shutdown()`.
@@ -740,7 +526,11 @@ pub(crate) fn shutdown(c: kernel::sync::ArcBorrow<'_, lowcomms::Comms>) {
     let _g = c.close_lock.lock();
     let nodes = c.all_nodes();
     for node in nodes.iter() {
-        shutdown_node(node);
+        let now = now_ms();
+        with_peer(node, &[], |peer, unacked, nio| {
+            peer.shutdown(now, unacked, nio)
+        });
+        wait_poll(node, |tx, now| tx.peer.poll_shutdown(now));
     }
     lowcomms::shutdown(c);
     for node in nodes.iter() {
@@ -748,31 +538,37 @@ pub(crate) fn shutdown(c: kernel::sync::ArcBorrow<'_, lowcomms::Comms>) {
     }
 }
 
-/// Debugfs `send_queue_count`.
-pub(crate) fn send_queue_cnt(node: &Node) -> i32 {
-    node.send_queue_cnt.load(Ordering::Acquire)
+/// Full reset of the protocol state of `node`.
+pub(crate) fn reset(node: &Arc<Node>) {
+    with_peer(node, &[], |peer, unacked, nio| peer.reset(unacked, nio));
 }
 
-/// Debugfs `rawmsg`: sends `buf` as is; an OPTS header with seq 0 gets the next seq (not
-/// tracked for ack, as in C).
+/// `dlm_midcomms_close()` protocol part: waiters leave.
+pub(crate) fn close(node: &Arc<Node>) {
+    with_peer(node, &[], |peer, _, nio| peer.close(nio));
+}
+
+/// Debugfs `send_queue_count`.
+pub(crate) fn send_queue_cnt(node: &Node) -> i32 {
+    node.tx.lock().unacked.len() as i32
+}
+
+/// Debugfs `flags`: C's bits (2 CLOSE, 4 STOP_TX, 8 STOP_RX).
+pub(crate) fn flags(node: &Node) -> u32 {
+    node.tx.lock().peer.fin().flags()
+}
+
+/// Debugfs `rawmsg`: sends `buf` as is.  Unlike C, an OPTS header with seq 0 is not given a
+/// sequence number (the reliable layer offers no way to consume one without tracking it).
 pub(crate) fn rawmsg_send(node: &Arc<Node>, buf: &[u8]) -> Result {
     if !(HEADER_LEN..=MAX_SOCKET_BUFSIZE).contains(&buf.len()) {
         return Err(EINVAL);
     }
-    let fill_seq = node.version.load(Ordering::Acquire) != VERSION_3_1
-        && h_cmd(buf) == CMD_OPTS
-        && h_seq(buf) == 0;
     let mut tx = node.tx.lock();
-    let r = tx.reserve(buf.len(), None)?;
+    let r = tx.wq.reserve(buf.len())?;
     // SAFETY: The reservation is ours until the commit below.
-    let b = unsafe { r.page.bytes_mut(r.off, buf.len()) };
-    b.copy_from_slice(buf);
-    if fill_seq {
-        let seq = tx.seq_send;
-        tx.seq_send = seq.wrapping_add(1);
-        b[4..8].copy_from_slice(&seq.to_le_bytes());
-    }
-    if tx.commit(&r.page, None) {
+    unsafe { r.page.bytes_mut(r.off, buf.len()) }.copy_from_slice(buf);
+    if tx.wq.commit(&r.page) {
         queue_swork(node);
     }
     Ok(())
@@ -780,5 +576,13 @@ pub(crate) fn rawmsg_send(node: &Arc<Node>, buf: &[u8]) -> Result {
 
 /// The state name for debugfs.
 pub(crate) fn state_name(node: &Node) -> &'static CStr {
-    node.st.lock().state.name()
+    match node.tx.lock().peer.state() {
+        State::Closed => c"CLOSED",
+        State::Established => c"ESTABLISHED",
+        State::FinWait1 => c"FIN_WAIT1",
+        State::FinWait2 => c"FIN_WAIT2",
+        State::CloseWait => c"CLOSE_WAIT",
+        State::LastAck => c"LAST_ACK",
+        State::Closing => c"CLOSING",
+    }
 }

@@ -8,7 +8,7 @@
 //! every user (a send reservation, a queued work item, a socket callback, a received buffer)
 //! holds its own `Arc`, and removal from the table plus `IO_STOP` ends all new activity.
 
-use core::sync::atomic::{AtomicI32, AtomicPtr, AtomicU32, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use kernel::{
     ffi::c_void,
     new_condvar,
@@ -19,6 +19,11 @@ use kernel::{
     workqueue::{impl_has_work, new_work, Work}, //
 };
 
+use crate::proto::{
+    reliable::{peer::Peer, UnackedQueue},
+    seq::Seq,
+};
+
 use super::{
     page::SendPage,
     sock::{SockAddr, Socket},
@@ -27,6 +32,11 @@ use super::{
 
 /// At most this many addresses per node (`DLM_MAX_ADDR_COUNT`).
 pub(crate) const MAX_ADDR_COUNT: usize = 8;
+
+/// Bound on unacknowledged messages per peer.  The lock manager cannot take back-pressure
+/// (a refused send can lose a grant), so the bound only guards against a peer that never acks;
+/// C has no bound at all.
+const MAX_UNACKED: u32 = 1 << 16;
 
 /// I/O flag bits in [`Node::io`] (the C `CF_*` flags).
 pub(crate) mod io {
@@ -44,53 +54,6 @@ pub(crate) mod io {
     pub(crate) const RESEND: usize = 1 << 5;
 }
 
-/// Midcomms flag bits in [`Node::mflags`], numbered as the C `DLM_NODE_FLAG_*` bits so the
-/// debugfs `flags` file reads the same.
-pub(crate) mod mflag {
-    /// The node is being removed (`dlm_midcomms_close()`).
-    pub(crate) const CLOSE: usize = 1 << 1;
-    /// We sent our FIN.
-    pub(crate) const STOP_TX: usize = 1 << 2;
-    /// We received the peer's FIN.
-    pub(crate) const STOP_RX: usize = 1 << 3;
-}
-
-/// `DLM_FIN` close states, numbered as in C.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) enum FinState {
-    Closed = 1,
-    Established,
-    FinWait1,
-    FinWait2,
-    CloseWait,
-    LastAck,
-    Closing,
-}
-
-impl FinState {
-    /// The name debugfs prints.
-    pub(crate) fn name(self) -> &'static CStr {
-        match self {
-            FinState::Closed => c"CLOSED",
-            FinState::Established => c"ESTABLISHED",
-            FinState::FinWait1 => c"FIN_WAIT1",
-            FinState::FinWait2 => c"FIN_WAIT2",
-            FinState::CloseWait => c"CLOSE_WAIT",
-            FinState::LastAck => c"LAST_ACK",
-            FinState::Closing => c"CLOSING",
-        }
-    }
-}
-
-/// Who sent a FIN and so what its ack means.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum FinKind {
-    /// We started the close (`dlm_midcomms_shutdown()`).
-    Active,
-    /// We answer the peer's FIN.
-    Passive,
-}
-
 /// One page of the write queue.
 pub(crate) struct Entry {
     pub(crate) page: Arc<SendPage>,
@@ -106,56 +69,140 @@ pub(crate) struct Entry {
     pub(crate) dirty: bool,
 }
 
-/// A reliable (DLM 3.2) message waiting for its ack.
-pub(crate) struct Unacked {
-    pub(crate) seq: u32,
-    pub(crate) page: Arc<SendPage>,
+/// Where an unacknowledged reliable message lives: its bytes stay in the page (the `Arc` keeps
+/// the page) until the ack, so it can be copied again after a reconnect.
+pub(crate) struct MsgRef {
+    /// `None` only if the message could not be placed (allocation failure).
+    pub(crate) page: Option<Arc<SendPage>>,
     pub(crate) off: usize,
     pub(crate) len: usize,
-    pub(crate) committed: bool,
-    pub(crate) fin: Option<FinKind>,
 }
 
-/// Send-side state under the write queue lock: the page queue plus the sequence numbers, which
-/// must be assigned under the same lock so that sequence order equals wire order.
-pub(crate) struct Tx {
+/// The unacknowledged messages of one peer, oldest first, for the reliable layer of
+/// `proto` (which owns the sequence logic).
+pub(crate) struct UnackedList {
+    items: KVec<Option<(Seq, MsgRef)>>,
+    head: usize,
+}
+
+impl UnackedList {
+    fn new() -> Self {
+        Self {
+            items: KVec::new(),
+            head: 0,
+        }
+    }
+
+    /// Drops every entry.
+    pub(crate) fn clear(&mut self) {
+        self.items.clear();
+        self.head = 0;
+    }
+}
+
+impl UnackedQueue for UnackedList {
+    type Entry = MsgRef;
+
+    fn push_back(&mut self, seq: Seq, entry: MsgRef) -> core::result::Result<(), MsgRef> {
+        if self.head > 0 && self.head * 2 >= self.items.len() {
+            // Compact: move the live tail to the front.
+            let live = self.items.len() - self.head;
+            for i in 0..live {
+                self.items.swap(i, self.head + i);
+            }
+            self.items.truncate(live);
+            self.head = 0;
+        }
+        match self.items.push(Some((seq, entry)), GFP_ATOMIC) {
+            Ok(()) => Ok(()),
+            Err(_) => Err(MsgRef {
+                page: None,
+                off: 0,
+                len: 0,
+            }),
+        }
+    }
+
+    fn front_seq(&self) -> Option<Seq> {
+        self.items.get(self.head)?.as_ref().map(|(s, _)| *s)
+    }
+
+    fn pop_front(&mut self) -> Option<(Seq, MsgRef)> {
+        let e = self.items.get_mut(self.head)?.take();
+        self.head += 1;
+        if self.head == self.items.len() {
+            self.items.clear();
+            self.head = 0;
+        }
+        e
+    }
+
+    fn len(&self) -> usize {
+        self.items.len() - self.head
+    }
+
+    fn for_each(&self, f: &mut dyn FnMut(Seq, &MsgRef)) {
+        for (s, e) in self.items[self.head..].iter().flatten() {
+            f(*s, e);
+        }
+    }
+}
+
+/// The write queue of one node.
+pub(crate) struct WriteQueue {
     pub(crate) entries: KVec<Entry>,
-    pub(crate) seq_send: u32,
-    pub(crate) unacked: KVec<Unacked>,
+    /// Open reservations (also those whose page was dropped by a reconnect).
+    pub(crate) open: u32,
+}
+
+/// Send-side and protocol state under the node lock: the write queue, the peer's protocol
+/// state and its unacknowledged messages.  One lock, so that sequence numbers are assigned in
+/// the critical section that fixes the message's place in the byte stream.
+pub(crate) struct Tx {
+    pub(crate) wq: WriteQueue,
+    pub(crate) peer: Peer,
+    pub(crate) unacked: UnackedList,
 }
 
 /// A space reserved in the write queue.
 pub(crate) struct Reservation {
     pub(crate) page: Arc<SendPage>,
     pub(crate) off: usize,
-    pub(crate) seq: Option<u32>,
 }
 
-impl Tx {
-    /// Reserves `len` bytes at the end of the queue (a message never crosses a page), taking
-    /// the next sequence number when `reliable`.  Atomic-safe.
-    pub(crate) fn reserve(
-        &mut self,
-        len: usize,
-        reliable: Option<Option<FinKind>>,
-    ) -> Result<Reservation> {
-        if reliable.is_some() {
-            self.unacked.reserve(1, GFP_ATOMIC)?;
-        }
+impl WriteQueue {
+    /// Makes sure the next reservations of up to `len` bytes in total cannot fail.
+    pub(crate) fn ensure_room(&mut self, len: usize) -> Result {
         let fits = matches!(self.entries.last(), Some(e) if e.end + len <= PAGE_SIZE);
         if !fits {
-            let page = SendPage::new_atomic()?;
-            self.entries.push(
-                Entry {
-                    page,
-                    offset: 0,
-                    len: 0,
-                    end: 0,
-                    users: 0,
-                    dirty: false,
-                },
-                GFP_ATOMIC,
-            )?;
+            self.new_page()?;
+        }
+        self.entries.reserve(1, GFP_ATOMIC)?;
+        Ok(())
+    }
+
+    fn new_page(&mut self) -> Result {
+        let page = SendPage::new_atomic()?;
+        self.entries.push(
+            Entry {
+                page,
+                offset: 0,
+                len: 0,
+                end: 0,
+                users: 0,
+                dirty: false,
+            },
+            GFP_ATOMIC,
+        )?;
+        Ok(())
+    }
+
+    /// Reserves `len` bytes at the end of the queue (a message never crosses a page).
+    /// Atomic-safe.
+    pub(crate) fn reserve(&mut self, len: usize) -> Result<Reservation> {
+        let fits = matches!(self.entries.last(), Some(e) if e.end + len <= PAGE_SIZE);
+        if !fits {
+            self.new_page()?;
         }
         let Some(e) = self.entries.last_mut() else {
             return Err(ENOMEM);
@@ -164,33 +211,13 @@ impl Tx {
         e.end += len;
         e.users += 1;
         let page = e.page.clone();
-        let seq = match reliable {
-            Some(fin) => {
-                let seq = self.seq_send;
-                self.seq_send = seq.wrapping_add(1);
-                // Capacity was reserved above, so this cannot fail.
-                let _ = self.unacked.push_within_capacity(Unacked {
-                    seq,
-                    page: page.clone(),
-                    off,
-                    len,
-                    committed: false,
-                    fin,
-                });
-                Some(seq)
-            }
-            None => None,
-        };
-        Ok(Reservation { page, off, seq })
+        self.open += 1;
+        Ok(Reservation { page, off })
     }
 
     /// Ends a reservation; returns true when its page became sendable.
-    pub(crate) fn commit(&mut self, page: &Arc<SendPage>, seq: Option<u32>) -> bool {
-        if let Some(seq) = seq {
-            if let Some(m) = self.unacked.iter_mut().rev().find(|m| m.seq == seq) {
-                m.committed = true;
-            }
-        }
+    pub(crate) fn commit(&mut self, page: &Arc<SendPage>) -> bool {
+        self.open = self.open.saturating_sub(1);
         let Some(e) = self
             .entries
             .iter_mut()
@@ -241,9 +268,9 @@ impl Tx {
         }
     }
 
-    /// Whether any reservation is open.
-    pub(crate) fn has_open_reservation(&self) -> bool {
-        self.entries.iter().any(|e| e.users != 0)
+    /// Whether the page of `m` is still queued (its bytes are not on the wire yet).
+    pub(crate) fn holds(&self, page: &Arc<SendPage>) -> bool {
+        self.entries.iter().any(|e| Arc::ptr_eq(&e.page, page))
     }
 }
 
@@ -272,13 +299,6 @@ impl Conn {
     }
 }
 
-/// Close-handshake state under the node state lock.
-pub(crate) struct MidState {
-    pub(crate) state: FinState,
-    pub(crate) users: u32,
-    pub(crate) seq_next: u32,
-}
-
 /// Configured addresses.
 pub(crate) struct Addrs {
     pub(crate) addr: [SockAddr; MAX_ADDR_COUNT],
@@ -291,15 +311,9 @@ pub(crate) struct Node {
     pub(crate) nodeid: i32,
     /// `io::*` bits.
     pub(crate) io: AtomicUsize,
-    /// `mflag::*` bits.
-    pub(crate) mflags: AtomicUsize,
     pub(crate) mark: AtomicU32,
-    /// 0 (unknown), `VERSION_3_1` or `VERSION_3_2`.
+    /// Mirror of the detected version for lock-free readers: 0, 0x00030001 or 0x00030002.
     pub(crate) version: AtomicU32,
-    /// Mirror of `MidState::seq_next` for building acks without the state lock.
-    pub(crate) seq_next: AtomicU32,
-    pub(crate) ulp_delivered: AtomicU32,
-    pub(crate) send_queue_cnt: AtomicI32,
     pub(crate) debugfs: AtomicPtr<c_void>,
     #[pin]
     pub(crate) addrs: SpinLockBh<Addrs>,
@@ -309,8 +323,6 @@ pub(crate) struct Node {
     pub(crate) other: Mutex<Conn>,
     #[pin]
     pub(crate) tx: SpinLockBh<Tx>,
-    #[pin]
-    pub(crate) st: SpinLockBh<MidState>,
     /// Woken on version detection, state changes, close and receive EOF.
     #[pin]
     pub(crate) wait: CondVar,
@@ -337,31 +349,22 @@ impl Node {
             try_pin_init!(Node {
                 nodeid,
                 io: AtomicUsize::new(0),
-                mflags: AtomicUsize::new(0),
                 mark: AtomicU32::new(mark),
                 version: AtomicU32::new(0),
-                seq_next: AtomicU32::new(0),
-                ulp_delivered: AtomicU32::new(0),
-                send_queue_cnt: AtomicI32::new(0),
                 debugfs: AtomicPtr::new(core::ptr::null_mut()),
                 addrs <- new_spinlock_bh!(addrs, "dlm_node_addrs"),
                 main <- new_mutex!(Conn::new(), "dlm_node_main"),
                 other <- new_mutex!(Conn::new(), "dlm_node_other"),
                 tx <- new_spinlock_bh!(
                     Tx {
-                        entries: KVec::new(),
-                        seq_send: 0,
-                        unacked: KVec::new(),
+                        wq: WriteQueue {
+                            entries: KVec::new(),
+                            open: 0,
+                        },
+                        peer: Peer::new(nodeid.unsigned_abs(), MAX_UNACKED),
+                        unacked: UnackedList::new(),
                     },
                     "dlm_node_tx"
-                ),
-                st <- new_spinlock_bh!(
-                    MidState {
-                        state: FinState::Closed,
-                        users: 0,
-                        seq_next: 0,
-                    },
-                    "dlm_node_state"
                 ),
                 wait <- new_condvar!("dlm_node_wait"),
                 rwork <- new_work!("dlm_node_rwork"),
@@ -384,16 +387,6 @@ impl Node {
     /// Clears an `io::*` bit, returning whether it was set before.
     pub(crate) fn io_test_and_clear(&self, bit: usize) -> bool {
         self.io.fetch_and(!bit, Ordering::AcqRel) & bit != 0
-    }
-
-    /// Tests an `mflag::*` bit.
-    pub(crate) fn mflag_test(&self, bit: usize) -> bool {
-        self.mflags.load(Ordering::Acquire) & bit != 0
-    }
-
-    /// Sets an `mflag::*` bit.
-    pub(crate) fn mflag_set(&self, bit: usize) {
-        self.mflags.fetch_or(bit, Ordering::AcqRel);
     }
 
     /// Whether `a` is one of the node's addresses.
