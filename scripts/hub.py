@@ -22,6 +22,41 @@ Order of the per-link pipeline for one frame copy:
   partition -> drop -> duplicate -> delay(+jitter, FIFO per link) -> reorder
   -> per-node output queue (back-pressure from the receiving QEMU).
 
+Control protocol on D/hub.ctl (unix stream; one command per line, one reply
+line per command, ``ok [key=value ...]`` or ``err <message>``).  ``A B`` are
+node ids and select the links A->B and B->A; without them a setting applies
+to every link (and overrides earlier per-link values of that setting).
+
+  stats                      ok frames= dropped= duplicated= delayed=
+                             reordered= resets= rst_frames= partitioned=
+                             forwarded= flooded= send_errors= overflow=
+                             bad_frames= ctl_errors= flows= queued= spoken=
+  drop PCT [A B]             drop PCT % of frames
+  delay MS [JITTER_MS] [A B] delay by MS +- uniform JITTER_MS (FIFO per link)
+  dup PCT [A B]              send PCT % of frames twice
+  reorder PCT [A B]          hold PCT % of frames behind the next frame on
+                             the link (at most --reorder-hold-ms)
+  clear                      drop/delay/dup/reorder off everywhere
+  partition 1,2 3            only nodes of one group talk; unnamed isolated
+  heal                       end the partition
+  reset [A B]                RST every known port-21064 connection (between
+                             A and B): ok killed=K
+  reset-every MS [A B]       reset every MS ms until reset-stop
+  reset-stop
+  seed S                     re-seed the PRNG
+  quit                       reply ok, then exit
+  ping | show | flows | help additions for people: pid, current settings,
+                             known connections, command list
+
+Counters: ``frames`` frames received from nodes; ``dropped`` frame copies not
+delivered because of drop or partition (``partitioned`` is the partition
+share); ``duplicated``/``delayed``/``reordered`` frame copies affected;
+``resets`` connections killed; ``rst_frames`` RST frames sent;
+``send_errors`` frames lost because a node's socket was gone; ``overflow``
+frames lost because a node did not read (its queue holds 2048); ``bad_frames``
+runts and frames from unknown senders; ``queued`` frames waiting for a slow
+node now; ``spoken`` nodes heard from.
+
 See ``python3 scripts/hub.py --help`` and scripts/hubctl.py for a client.
 """
 
