@@ -140,6 +140,9 @@ pub struct Fin {
     our_fin: Option<(FinKind, Option<Seq>)>,
     /// Deadline of the active close in progress.
     shutdown_deadline: Option<u64>,
+    /// Number of the peer's FIN we accepted in the current or the last
+    /// connection lifetime, until a lockspace adds the node again.
+    peer_fin: Option<Seq>,
 }
 
 impl Default for Fin {
@@ -159,6 +162,7 @@ impl Fin {
             close: false,
             our_fin: None,
             shutdown_deadline: None,
+            peer_fin: None,
         }
     }
 
@@ -236,6 +240,8 @@ impl Fin {
     pub fn add_member(&mut self) -> Actions {
         let mut a = Actions::default();
         if self.users == 0 {
+            // A new connection lifetime starts: the peer's old one is over.
+            self.peer_fin = None;
             match self.state {
                 State::Established => {}
                 State::Closed => self.state = State::Established,
@@ -341,9 +347,13 @@ impl Fin {
         }
     }
 
-    /// The reliable layer accepted an in-order `DLM_FIN` from the peer.
-    pub fn fin_received(&mut self) -> Actions {
+    /// The reliable layer accepted the in-order `DLM_FIN` number `seq` from
+    /// the peer.
+    pub fn fin_received(&mut self, seq: Seq) -> Actions {
         let mut a = Actions::default();
+        if self.state != State::Closed {
+            self.peer_fin = Some(seq);
+        }
         match self.state {
             State::Established => {
                 a.send_ack = true;
@@ -395,6 +405,38 @@ impl Fin {
     /// FINs between the two nodes.
     pub const fn stale_fin_in_closed(&self) -> bool {
         matches!(self.state, State::Closed) && self.users == 0
+    }
+
+    /// Checks a sequenced message with number `seq` against the peer's last
+    /// FIN.  Once we accepted the peer's FIN, nothing numbered up to it can
+    /// be new: it is a retransmission from the lifetime that the FIN ended,
+    /// which can arrive after our side of the handshake finished and reset
+    /// the counters (the peer still waits for our last ACK and sends its
+    /// unacked messages again on a new connection).  Returns the ACK value
+    /// to answer it with (the FIN's number plus one, which lets the peer
+    /// finish); the message must be dropped without version detection.
+    ///
+    /// C has no such check: after the reset it takes the retransmitted
+    /// messages as the start of a new lifetime and delivers them a second
+    /// time.  The guard ends when a lockspace adds the node again, which in
+    /// DLM happens before the peer can send messages of a new lifetime (the
+    /// peer first needs our stateless STATUS reply, and we reply only once
+    /// recovery added the node).
+    pub fn stale_seq(&self, seq: Seq) -> Option<Seq> {
+        match self.peer_fin {
+            Some(f) if !seq.after(f) => Some(f.next()),
+            _ => None,
+        }
+    }
+
+    /// True while CLOSED after a lifetime that ended with the peer's FIN,
+    /// until a lockspace adds the node again.  An ACK arriving then is a
+    /// leftover of the old lifetime (typically the peer's answer to our own
+    /// last FIN, after a reconnect): it must not count as version detection,
+    /// which would move the node back to ESTABLISHED (C does that) and make
+    /// a later active close send a FIN the peer takes for a stale one.
+    pub fn closed_after_fin(&self) -> bool {
+        self.state == State::Closed && self.peer_fin.is_some()
     }
 
     /// A cumulative ACK released every message before `acked_to`.  If that

@@ -52,6 +52,12 @@ pub enum Event {
         /// Our next number to send.
         seq_send: Seq,
     },
+    /// A message numbered up to the peer's last FIN after that FIN was
+    /// accepted: a leftover of the ended lifetime; acked, nothing else.
+    Stale {
+        /// Its number.
+        seq: Seq,
+    },
     /// A FIN that arrived while CLOSED with no users; acked, nothing else.
     StaleFin {
         /// Its number.
@@ -226,12 +232,24 @@ impl Peer {
         };
 
         if let Body::Opts(o) = packet.body {
+            if let Some(ack) = self.fin.stale_seq(Seq(o.seq)) {
+                io.event(Event::Stale { seq: Seq(o.seq) });
+                io.send_ack(ack);
+                return Ok(());
+            }
             if matches!(o.inner, wire::Inner::Fin)
                 && self.fin.stale_fin_in_closed()
                 && self.version.get() != Some(Version::V3_1)
             {
                 io.event(Event::StaleFin { seq: Seq(o.seq) });
                 io.send_ack(Seq(o.seq).next());
+                return Ok(());
+            }
+        }
+
+        if let Body::Ack { seq } = packet.body {
+            if self.fin.closed_after_fin() {
+                io.event(Event::Stale { seq: Seq(seq) });
                 return Ok(());
             }
         }
@@ -280,7 +298,7 @@ impl Peer {
                         }
                     }
                     RecvAction::Fin => {
-                        let a = self.fin.fin_received();
+                        let a = self.fin.fin_received(seq);
                         self.apply(a, q, io);
                     }
                     RecvAction::Duplicate { ack } => {
@@ -306,15 +324,16 @@ impl Peer {
     }
 
     /// Sends a reliable message to a 3.2 peer: runs the send-side ACK
-    /// threshold, checks back-pressure, then calls `build` with the
-    /// message's number; `build` places the message (a `DLM_OPTS` with that
-    /// number in `u.h_seq`) on the connection and returns its handle, which
-    /// goes into the unacked queue.
+    /// threshold (which may queue an ACK first), checks back-pressure, then
+    /// calls `build` with the glue and the message's number; `build` places
+    /// the message (a `DLM_OPTS` with that number in `u.h_seq`) on the
+    /// connection and returns its handle, which goes into the unacked
+    /// queue.
     pub fn send<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(
         &mut self,
         q: &mut Q,
         io: &mut I,
-        build: impl FnOnce(Seq) -> Q::Entry,
+        build: impl FnOnce(&mut I, Seq) -> Q::Entry,
     ) -> Result<Seq, PeerSendError> {
         match self.version.send_mode() {
             Err(VersionError::NotDetected) | Err(VersionError::Mismatch { .. }) => {
@@ -335,7 +354,7 @@ impl Peer {
             }));
         }
         let seq = self.reliable.seq_send();
-        let entry = build(seq);
+        let entry = build(io, seq);
         match self.reliable.queue_send(q, entry) {
             Ok(s) => Ok(s),
             Err((e, entry)) => {
