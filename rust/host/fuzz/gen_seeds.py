@@ -30,6 +30,11 @@ def rcom(version, rc_type, buf=b"", lockspace=0x2a2a2a2a):
     return header(version, lockspace, 16 + len(body), RCOM) + body
 
 
+def cut(msg, n):
+    """The first n bytes of msg, with h_length saying n."""
+    return msg[:12] + struct.pack("<H", n) + msg[14:n]
+
+
 def opts(seq, inner, options=b""):
     total = 24 + len(options) + len(inner)
     return (header(V32, seq, total, OPTS) +
@@ -63,6 +68,9 @@ seeds = {
     "seed-inner-length-lie": bytes([2]) + opts(0, header(
         V32, 0, 4096, RCOM) + struct.pack("<IIQQQ", 5, 0, 0, 0, 0)),
     "seed-partial-tail": bytes([3]) + ack(1) + opts(2, message(V32, 1))[:50],
+    # Inner messages below their minimum, with consistent lengths.
+    "seed-inner-too-short": bytes([1]) + opts(0, cut(message(V32, 1), 40)) +
+    opts(1, cut(rcom(V32, 3), 32)),
 }
 
 here = os.path.join(os.path.dirname(os.path.abspath(__file__)),

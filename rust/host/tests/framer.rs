@@ -394,6 +394,14 @@ fn fuzz_seeds_are_meaningful() {
             outer: 48
         })]
     );
+    let (r, _) = parse_all("seed-inner-too-short");
+    assert_eq!(
+        r,
+        vec![
+            Err(WireError::InnerMsgTooShort { len: 40 }),
+            Err(WireError::InnerRcomTooShort { len: 32 })
+        ]
+    );
     let (r, f) = parse_all("seed-partial-tail");
     assert_eq!(r, vec![Ok(())]);
     assert_eq!(f.pending(), 50);
