@@ -199,6 +199,8 @@ const RCOM_STATUS_REPLY: u32 = 5;
 /// Maximum unacked messages per peer in the simulation: the smallest the
 /// core allows, so that back-pressure happens.
 const MAX_UNACKED: u32 = MIN_MAX_UNACKED;
+/// Largest application frame the simulator sends (OPTS + MSG + id + 48).
+const MAX_FRAME: usize = wire::OPTS_LEN + wire::MESSAGE_MIN_LEN + 8 + 48;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -944,6 +946,9 @@ impl Sim {
         self.trace(|| format!("connect link {}-{}", self.links[li].a, self.links[li].b));
         self.links[li].up = true;
         for side in 0..2 {
+            // Whatever sequenced messages were queued while disconnected
+            // are all in the unacked queue: send them once, in order.
+            self.links[li].dir[side].purge_seq();
             self.with_peer(li, side, |s, io, _| {
                 s.peer.connected(&s.q, io);
             });
@@ -998,10 +1003,12 @@ impl Sim {
             let s = self.slot(me, them);
             self.flows[me * n + them].quota > 0 && !s.peer.reliable().can_send()
         };
-        if full(0) || full(1) {
+        let refused = full(0) || full(1);
+        let (ok0, ok1) = (ok(0), ok(1));
+        if refused {
             self.stats.backpressure += 1;
         }
-        let side = match (ok(0), ok(1)) {
+        let side = match (ok0, ok1) {
             (true, true) => self.rng.below(2) as usize,
             (true, false) => 0,
             (false, true) => 1,
@@ -1259,12 +1266,20 @@ impl Sim {
         for d in 0..2 {
             let bytes = l.dir[d].wq_bytes as u64;
             max_wq = max_wq.max(bytes);
-            // Every unacked message at most once (at most 4 KiB each), a
-            // FIN, a few control messages, one partly sent page.
-            let bound = (MAX_UNACKED as u64 + 1) * 200 + 4 * PAGE as u64;
+            // The copies queued by the last reconnect (which an ACK may
+            // release before they are sent), the current window of
+            // unacked messages, a FIN, a few control messages and a partly
+            // sent page: all bounded by the window, not by the traffic.
+            let bound = 2 * (MAX_UNACKED as u64 + 1) * MAX_FRAME as u64 + 4 * PAGE as u64;
             if bytes > bound {
+                let mut kinds = [0usize; 3];
+                for p in &l.dir[d].wq {
+                    for f in &p.frames {
+                        kinds[f.0 as usize] += 1;
+                    }
+                }
                 return Err(format!(
-                    "write queue {}->{} holds {} bytes (bound {})",
+                    "write queue {}->{} holds {} bytes (bound {}), {kinds:?} seq/ack/plain messages",
                     if d == 0 { l.a } else { l.b },
                     if d == 0 { l.b } else { l.a },
                     bytes,
