@@ -719,6 +719,31 @@ class ControlTest(HubTestBase):
         self.assertEqual(self.ctl.raw("ping")[:2], "ok")
 
 
+class UnreadStderrTest(unittest.TestCase):
+    def test_unread_stderr_pipe_does_not_stall(self):
+        # Without --log the hub logs to stderr; a runner that pipes stderr
+        # and never reads it must not stall the hub.
+        import subprocess
+        d = tempfile.mkdtemp(prefix="hubt", dir="/tmp")
+        try:
+            p = subprocess.Popen([sys.executable, hubctl.HUB_PY, "--dir", d,
+                                  "--nodes", "2"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True)
+            self.assertEqual(p.stdout.readline().strip(), "hub ready")
+            with hubctl.HubClient(d, timeout=5) as h:
+                for i in range(3000):  # far more than a pipe buffer of log
+                    self.assertEqual(h.raw("drop %d" % (i % 100)), "ok")
+                self.assertEqual(h.raw("quit"), "ok")
+            self.assertEqual(p.wait(5), 0)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+            p.stderr.close()
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def proc_cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
