@@ -18,10 +18,10 @@
 //! [`Peer::send`], which is what keeps wire order equal to sequence order).
 
 use super::super::fin::{self, Actions, Fin, State, Wait};
-use super::{AckOutcome, Inner, RecvAction, Reliable, SendError, UnackedQueue};
 use super::super::seq::Seq;
 use super::super::version::{Observed, PeerVersion, RecvError, VersionError};
 use super::super::wire::{self, Body, Message, Version};
+use super::{AckOutcome, Inner, RecvAction, Reliable, SendError, UnackedQueue};
 
 /// Something worth a (rate-limited) log line or a counter.  None of these
 /// needs any action from the caller.
@@ -312,7 +312,12 @@ impl Peer {
         Ok(())
     }
 
-    fn on_ack<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(&mut self, ack: Seq, q: &mut Q, io: &mut I) {
+    fn on_ack<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(
+        &mut self,
+        ack: Seq,
+        q: &mut Q,
+        io: &mut I,
+    ) {
         match self.reliable.on_ack(q, ack, &mut |s, e| io.release(s, e)) {
             AckOutcome::Released { to, .. } => {
                 let a = self.fin.on_acked(to);
@@ -371,7 +376,11 @@ impl Peer {
 
     /// A new connection to the peer is up: send every unacked message
     /// again, in order (3.2 peers only).  Returns how many.
-    pub fn connected<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(&mut self, q: &Q, io: &mut I) -> u32 {
+    pub fn connected<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(
+        &mut self,
+        q: &Q,
+        io: &mut I,
+    ) -> u32 {
         if !self.is_3_2() {
             return 0;
         }
@@ -379,13 +388,21 @@ impl Peer {
     }
 
     /// A lockspace added the node.
-    pub fn add_member<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(&mut self, q: &mut Q, io: &mut I) {
+    pub fn add_member<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(
+        &mut self,
+        q: &mut Q,
+        io: &mut I,
+    ) {
         let a = self.fin.add_member();
         self.apply(a, q, io);
     }
 
     /// A lockspace removed the node.
-    pub fn remove_member<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(&mut self, q: &mut Q, io: &mut I) {
+    pub fn remove_member<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(
+        &mut self,
+        q: &mut Q,
+        io: &mut I,
+    ) {
         let a = self.fin.remove_member();
         self.apply(a, q, io);
     }

@@ -301,7 +301,11 @@ impl Reliable {
     /// Forgets everything, as `midcomms_node_reset()` does: both counters
     /// back to the initial number, and every unacked entry handed to
     /// `release` in order.
-    pub fn reset<Q: UnackedQueue>(&mut self, queue: &mut Q, release: &mut dyn FnMut(Seq, Q::Entry)) {
+    pub fn reset<Q: UnackedQueue>(
+        &mut self,
+        queue: &mut Q,
+        release: &mut dyn FnMut(Seq, Q::Entry),
+    ) {
         while let Some((s, e)) = queue.pop_front() {
             release(s, e);
         }

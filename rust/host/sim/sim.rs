@@ -39,6 +39,7 @@
 //! deadlock, no livelock).
 
 #![allow(dead_code)]
+#![allow(clippy::needless_range_loop)]
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -457,8 +458,14 @@ fn app_frame(from: usize, to: usize, seq: Seq, id: u64, extra: usize) -> Vec<u8>
 
 fn rcom_frame(from: usize, rc_type: u32) -> Vec<u8> {
     let mut f = vec![0u8; wire::RCOM_MIN_LEN];
-    wire::encode_message_header(&mut f, Cmd::Rcom, LOCKSPACE, from as u32 + 1, wire::RCOM_MIN_LEN)
-        .expect("rcom header");
+    wire::encode_message_header(
+        &mut f,
+        Cmd::Rcom,
+        LOCKSPACE,
+        from as u32 + 1,
+        wire::RCOM_MIN_LEN,
+    )
+    .expect("rcom header");
     f[16..20].copy_from_slice(&rc_type.to_le_bytes());
     f
 }
@@ -471,7 +478,8 @@ impl PeerIo for Io<'_> {
         match msg.cmd() {
             Cmd::Rcom => {
                 if msg.rc_type() == Some(RCOM_STATUS) {
-                    self.out.push(Kind::Plain, &rcom_frame(self.me, RCOM_STATUS_REPLY));
+                    self.out
+                        .push(Kind::Plain, &rcom_frame(self.me, RCOM_STATUS_REPLY));
                 }
             }
             _ => {
@@ -484,11 +492,14 @@ impl PeerIo for Io<'_> {
                 let id = u64::from_le_bytes(idb);
                 let f = &mut *self.inflow;
                 if self.trace {
-                    eprintln!("  {} <- {}: deliver id {} seq {:?}", self.me, self.them, id, seq);
+                    eprintln!(
+                        "  {} <- {}: deliver id {} seq {:?}",
+                        self.me, self.them, id, seq
+                    );
                 }
-                if id < f.next || f.skipped.contains(&id) && id < f.next {
+                if id < f.next {
                     *self.failure = Some(format!(
-                        "node {} got message {} from node {} again (expected {}), seq {:?}",
+                        "node {} got message {} from node {} again or out of order (expected {}), seq {:?}",
                         self.me, id, self.them, f.next, seq
                     ));
                     return;
@@ -870,10 +881,15 @@ impl Sim {
             Phase::Joined => !self.quota_left(li) || self.rng_free_leave(li),
             Phase::Leaving => {
                 l.remove_pending.iter().any(|&r| r)
+                    || l.closer.iter().any(|c| {
+                        matches!(
+                            c,
+                            Closer::Pending | Closer::VersionWait(_) | Closer::Shutdown
+                        )
+                    })
                     || l.closer
                         .iter()
-                        .any(|c| matches!(c, Closer::Pending | Closer::VersionWait(_) | Closer::Shutdown))
-                    || l.closer.iter().all(|c| matches!(c, Closer::No | Closer::Done))
+                        .all(|c| matches!(c, Closer::No | Closer::Done))
             }
             Phase::Draining => !l.up || l.quiet(),
         }
@@ -884,7 +900,7 @@ impl Sim {
     /// the action set stays a pure function of the state.
     fn rng_free_leave(&self, li: usize) -> bool {
         let l = &self.links[li];
-        (li as u64 + l.session as u64 + self.cfg.seed) % 7 == 0
+        (li as u64 + l.session as u64 + self.cfg.seed).is_multiple_of(7)
     }
 
     fn transmit(&mut self, li: usize, d: usize) {
@@ -1168,11 +1184,10 @@ impl Sim {
                         }
                         if self.links[li].remove_pending[side] {
                             self.links[li].remove_pending[side] = false;
-                            self.with_peer(li, side, |s, io, _| {
-                                s.peer.remove_member(&mut s.q, io)
-                            });
+                            self.with_peer(li, side, |s, io, _| s.peer.remove_member(&mut s.q, io));
                         }
-                        match self.with_peer(li, side, |s, io, now| s.peer.shutdown(now, &mut s.q, io))
+                        match self
+                            .with_peer(li, side, |s, io, now| s.peer.shutdown(now, &mut s.q, io))
                         {
                             Wait::Until(_) => Closer::Shutdown,
                             _ => Closer::Done,
@@ -1180,25 +1195,27 @@ impl Sim {
                     }
                 }
             }
-            Closer::Shutdown => match self.with_peer(li, side, |s, _, now| s.peer.poll_shutdown(now)) {
-                Wait::Until(_) => Closer::Shutdown,
-                Wait::TimedOut => {
-                    self.stats.timeouts += 1;
-                    self.trace(|| {
-                        let l = &self.links[li];
-                        format!(
-                            "shutdown timeout {}-{} side {side}: states {} / {}",
-                            l.a,
-                            l.b,
-                            self.slot(l.a, l.b).peer.state().name(),
-                            self.slot(l.b, l.a).peer.state().name()
-                        )
-                    });
-                    self.links[li].forced = true;
-                    Closer::Done
+            Closer::Shutdown => {
+                match self.with_peer(li, side, |s, _, now| s.peer.poll_shutdown(now)) {
+                    Wait::Until(_) => Closer::Shutdown,
+                    Wait::TimedOut => {
+                        self.stats.timeouts += 1;
+                        self.trace(|| {
+                            let l = &self.links[li];
+                            format!(
+                                "shutdown timeout {}-{} side {side}: states {} / {}",
+                                l.a,
+                                l.b,
+                                self.slot(l.a, l.b).peer.state().name(),
+                                self.slot(l.b, l.a).peer.state().name()
+                            )
+                        });
+                        self.links[li].forced = true;
+                        Closer::Done
+                    }
+                    Wait::Done => Closer::Done,
                 }
-                Wait::Done => Closer::Done,
-            },
+            }
             other => other,
         };
         self.links[li].closer[side] = next;

@@ -72,7 +72,10 @@ fn active_close_then_passive_fin() {
     assert!(f.stop_tx());
     f.fin_queued(Seq(10));
     assert_eq!(f.pending_fin(), Some(Seq(10)));
-    assert_eq!(f.poll_shutdown(1000), Wait::Until(1000 + SHUTDOWN_TIMEOUT_MS));
+    assert_eq!(
+        f.poll_shutdown(1000),
+        Wait::Until(1000 + SHUTDOWN_TIMEOUT_MS)
+    );
     // An ACK that does not cover the FIN changes nothing.
     assert_eq!(f.on_acked(Seq(10)), none());
     assert_eq!(f.state(), State::FinWait1);
@@ -243,7 +246,10 @@ fn shutdown_without_3_2_peer_does_not_wait() {
 fn shutdown_times_out_after_5s() {
     let mut f = established(0);
     f.shutdown(true, 100);
-    assert_eq!(f.poll_shutdown(100 + SHUTDOWN_TIMEOUT_MS - 1), Wait::Until(5100));
+    assert_eq!(
+        f.poll_shutdown(100 + SHUTDOWN_TIMEOUT_MS - 1),
+        Wait::Until(5100)
+    );
     assert_eq!(f.poll_shutdown(100 + SHUTDOWN_TIMEOUT_MS), Wait::TimedOut);
     // dlm_midcomms_shutdown() then resets the node.
     let a = f.reset();

@@ -168,7 +168,9 @@ impl World {
 
     fn deliver(&mut self, i: usize, n: usize) {
         for _ in 0..n {
-            let Some(f) = self.wire[i].pop_front() else { break };
+            let Some(f) = self.wire[i].pop_front() else {
+                break;
+            };
             self.with(1 - i, |p, q, io| {
                 let _ = p.receive(&f, q, io);
             });
@@ -177,9 +179,9 @@ impl World {
 
     fn reset(&mut self, drop_head: [bool; 2]) {
         self.up = false;
-        for i in 0..2 {
+        for (i, drop) in drop_head.into_iter().enumerate() {
             self.wire[i].clear();
-            if drop_head[i] {
+            if drop {
                 self.side[i].out.pop_front();
             }
             self.side[i].out.retain(|(seq, _)| !seq);

@@ -6,8 +6,8 @@
 use std::collections::VecDeque;
 
 use dlm_proto::proto::reliable::{
-    AckOutcome, Inner, RecvAction, Reliable, RingQueue, SendError, UnackedQueue,
-    MIN_MAX_UNACKED, RECV_ACK_THRESHOLD, SEND_ACK_THRESHOLD,
+    AckOutcome, Inner, RecvAction, Reliable, RingQueue, SendError, UnackedQueue, MIN_MAX_UNACKED,
+    RECV_ACK_THRESHOLD, SEND_ACK_THRESHOLD,
 };
 use dlm_proto::proto::seq::Seq;
 use proptest::prelude::*;
@@ -139,7 +139,12 @@ fn run_model(init: u32, max: u32, ops: &[Op]) -> Result<(), TestCaseError> {
                         prop_assert_eq!(act, RecvAction::Duplicate { ack: at(m.next) })
                     }
                     std::cmp::Ordering::Greater => {
-                        prop_assert_eq!(act, RecvAction::Gap { expected: at(m.next) })
+                        prop_assert_eq!(
+                            act,
+                            RecvAction::Gap {
+                                expected: at(m.next)
+                            }
+                        )
                     }
                     std::cmp::Ordering::Equal => {
                         m.next += 1;

@@ -13,7 +13,9 @@ fn seeds_across_all_cluster_sizes() {
     for seed in 0..310u64 {
         match sim::run(sim::Config::for_seed(seed)) {
             Ok(s) => total.add(&s),
-            Err(f) => panic!("{f}\nreplay: cargo run --release --bin dlm-sim -- --seed {seed} --trace"),
+            Err(f) => {
+                panic!("{f}\nreplay: cargo run --release --bin dlm-sim -- --seed {seed} --trace")
+            }
         }
     }
     // The runs must actually exercise what they claim to.
@@ -41,7 +43,9 @@ fn two_node_runs() {
         let mut cfg = sim::Config::for_seed(seed);
         cfg.nodes = 2;
         if let Err(f) = sim::run(cfg) {
-            panic!("{f}\nreplay: cargo run --release --bin dlm-sim -- --seed {seed} --nodes 2 --trace");
+            panic!(
+                "{f}\nreplay: cargo run --release --bin dlm-sim -- --seed {seed} --nodes 2 --trace"
+            );
         }
     }
 }

@@ -65,7 +65,10 @@ fn main() -> ExitCode {
         let t = Instant::now();
         return match sim::run(cfg) {
             Ok(s) => {
-                println!("seed {seed}: ok in {:.3}s: {s:?}", t.elapsed().as_secs_f64());
+                println!(
+                    "seed {seed}: ok in {:.3}s: {s:?}",
+                    t.elapsed().as_secs_f64()
+                );
                 ExitCode::SUCCESS
             }
             Err(f) => {
