@@ -12,7 +12,7 @@ Impairments (drop, delay with jitter, duplicate, reorder, partition) are set
 per directed link through the line protocol on the unix stream socket
 ``D/hub.ctl``; all randomness comes from one seeded ``random.Random`` so a
 run is reproducible for a given frame order.  The hub also follows TCP flows
-and can kill connections of the DLM port by crafting an RST that each end
+and follows the TCP connections of the DLM port (21064), and can kill them by crafting an RST that each end
 accepts (sequence number = that end's rcv_nxt).
 
 Single thread: one selector loop plus a timer heap, so a delayed link never
@@ -97,6 +97,9 @@ RX_BATCH = 256
 FLOWS_MAX = 65536
 FLOW_IDLE_S = 3600.0
 FLOW_CLOSED_IDLE_S = 60.0
+# A connection seen in one direction only (unanswered SYNs) counts for
+# "reset" only this long after its last frame.
+HALF_OPEN_S = 3.0
 PRUNE_EVERY_S = 30.0
 CTL_LINE_MAX = 4096
 
@@ -754,7 +757,7 @@ class Hub:
     # ---------------------------------------------------------------- TCP
     def track_tcp(self, frame, node):
         t = parse_tcp(frame)
-        if t is None:
+        if t is None or self.reset_port not in (t.sport, t.dport):
             return
         key = (t.ver, t.saddr, t.sport, t.daddr, t.dport)
         rkey = (t.ver, t.daddr, t.dport, t.saddr, t.sport)
@@ -796,7 +799,7 @@ class Hub:
         dead = []
         for key, d in self.flows.items():
             r = self.flows.get((key[0], key[3], key[4], key[1], key[2]))
-            closed = d.fin and r is not None and r.fin
+            closed = (d.fin and r is not None and r.fin) or r is None
             idle = now - d.last
             if idle > FLOW_IDLE_S or (closed and idle > FLOW_CLOSED_IDLE_S):
                 dead.append(key)
@@ -810,10 +813,12 @@ class Hub:
 
     def connections(self, a=None, b=None):
         """Known, not closed connections with the reset port on either side,
-        optionally only those between nodes a and b.  Yields (k1, d1, k2, d2)
-        where d2 may be None when only one direction was seen."""
+        optionally only those between nodes a and b.  Returns (k1, d1, k2,
+        d2) tuples where d2 is None when only one direction was seen (then
+        only if that direction sent within HALF_OPEN_S)."""
         seen = set()
         out = []
+        now = time.monotonic()
         for key, d in self.flows.items():
             ver, sa, sp, da, dp = key
             rkey = (ver, da, dp, sa, sp)
@@ -825,6 +830,8 @@ class Hub:
                 continue
             r = self.flows.get(rkey)
             if d.fin and r is not None and r.fin:
+                continue
+            if r is None and now - d.last > HALF_OPEN_S:
                 continue
             if a is not None:
                 n1 = d.node

@@ -608,6 +608,22 @@ class ResetTest(HubTestBase):
         self.assertEqual(len(self.n[2].recv_all()), 1)
         self.assertEqual(len(self.n[3].recv_all()), 1)
 
+    def test_stale_half_open_and_other_ports_not_reset(self):
+        # Unanswered SYNs (peer not listening, or gone) must not pile up
+        # into "connections" that every later reset would hit.
+        self.hello()
+        for port in range(41000, 41050):
+            self.n[1].send(tcp_frame(1, 2, port, 21064, port, 0, S))
+        self.n[1].send(tcp_frame(1, 2, 42000, 22, 1, 0, S))
+        self.n[2].send(tcp_frame(2, 1, 22, 42000, 9, 2, S | A))
+        self.n[1].recv_all(0.2)
+        self.n[2].recv_all(0.2)
+        self.assertIn("connections=50 ", self.ctl.raw("flows"))
+        time.sleep(hub.HALF_OPEN_S + 0.3)
+        self.assertEqual(self.ctl.raw("flows"), "ok connections=0")
+        self.assertEqual(self.ctl.reset(), 0)
+        self.assertEqual(self.stats()["rst_frames"], 0)
+
     def test_reset_half_open_syn_sent(self):
         # Only the client's SYN was seen: the RST to the client must carry
         # ACK = its SYN + 1 (SYN-SENT accepts that), and the server gets one
