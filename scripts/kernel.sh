@@ -20,13 +20,25 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 log() { printf '[kernel] %s\n' "$*" >&2; }
 
+# The kernel's Rust support needs clang for KASAN (init/Kconfig: RUST depends
+# on !KASAN || CC_IS_CLANG), so the debug flavour is built with LLVM.  The make
+# flags are kept in the tree (.dlmrs-make-flags) for out-of-tree module builds.
 case "$FLAVOUR" in
-base) frags=("$here/kernel/base.config") ;;
-debug) frags=("$here/kernel/base.config" "$here/kernel/debug.config") ;;
+base)
+	frags=("$here/kernel/base.config")
+	kmake=()
+	;;
+debug)
+	frags=("$here/kernel/base.config" "$here/kernel/debug.config")
+	kmake=(LLVM=-19)
+	;;
 *) log "unknown FLAVOUR=$FLAVOUR (base or debug)"; exit 2 ;;
 esac
 
 mkdir -p "$CACHE"
+# One build at a time per cache: a second caller waits, then finds it cached.
+exec 9>"$CACHE/.lock"
+flock 9
 
 # --- 1. the source package, through a private apt configuration ----------
 fetch_source() {
@@ -81,7 +93,7 @@ case "$upver" in
 *) log "linux-source-7.2 version $srcver is not 7.2.x"; exit 1 ;;
 esac
 
-fraghash=$(cat "${frags[@]}" | sha256sum | cut -c1-12)
+fraghash=$( (cat "${frags[@]}"; [ ${#kmake[@]} -eq 0 ] || echo "${kmake[*]}") | sha256sum | cut -c1-12)
 key="linux-$srcver-$FLAVOUR-$fraghash"
 tree="$CACHE/$key"
 
@@ -103,9 +115,9 @@ rm -rf "$tree.tmp"
 # --- 3. configure and build ----------------------------------------------
 cd "$tree"
 log "configuring ($FLAVOUR)"
-make -s tinyconfig >&2
+make -s "${kmake[@]}" tinyconfig >&2
 scripts/kconfig/merge_config.sh -m .config "${frags[@]}" >/dev/null
-make -s olddefconfig >&2
+make -s "${kmake[@]}" olddefconfig >&2
 # Every line of the fragments must have survived olddefconfig.
 bad=0
 while IFS= read -r line; do
@@ -118,13 +130,14 @@ if [ $bad -ne 0 ]; then
 	log "config fragment did not apply; see $tree/.config"
 	exit 1
 fi
-make -s rustavailable >&2
+make -s "${kmake[@]}" rustavailable >&2
 log "building bzImage and modules with -j$JOBS (about 8-10 minutes)"
 start=$(date +%s)
-make -s -j"$JOBS" bzImage modules >"$tree/build.log" 2>&1 || {
+make -s "${kmake[@]}" -j"$JOBS" bzImage modules >"$tree/build.log" 2>&1 || {
 	tail -40 "$tree/build.log" >&2
 	exit 1
 }
 log "built in $(($(date +%s) - start)) s"
+echo "${kmake[*]}" >.dlmrs-make-flags
 touch .dlmrs-built
 echo "$tree"

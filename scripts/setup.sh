@@ -13,6 +13,8 @@ PKGS=(
 	# kernel build
 	build-essential bc bison flex libelf-dev libssl-dev cpio xz-utils kmod
 	libclang-19-dev llvm-19 python3
+	# the debug flavour (KASAN with Rust) is built with clang
+	clang-19 lld-19
 	# guests and harness
 	qemu-system-x86 busybox-static gfs2-utils nftables iproute2 e2fsprogs
 )
