@@ -130,7 +130,7 @@ class Agent:
         self.next_id = 1
         self.dead = None
 
-    def connect(self, deadline):
+    def connect(self, deadline, alive=lambda: True):
         while True:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -138,6 +138,9 @@ class Agent:
                 break
             except OSError:
                 s.close()
+                if not alive():
+                    raise ClusterError("node %d: qemu exited before its agent socket appeared"
+                                       % self.node)
                 if now() > deadline:
                     raise ClusterError("node %d: cannot connect to %s" % (self.node, self.path))
                 time.sleep(0.1)
@@ -258,7 +261,7 @@ class Node:
         self.alive = True
 
     def connect(self, deadline):
-        self.agent.connect(deadline)
+        self.agent.connect(deadline, lambda: self.proc.poll() is None)
         # Ping until the guest's agent answers (it starts at the end of /init).
         while True:
             if self.proc.poll() is not None:
