@@ -723,7 +723,7 @@ enum SendStep {
 
 fn send_one(node: &Arc<Node>, sock: &Socket) -> SendStep {
     let next = {
-        let tx = node.tx.lock();
+        let mut tx = node.tx.lock();
         match tx.wq.next_send() {
             Some(n) => n,
             None => {

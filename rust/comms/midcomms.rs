@@ -317,7 +317,7 @@ pub(crate) fn get_mhandle(node: Arc<Node>, len: usize) -> Option<KBox<Handle>> {
         if peer.version() == Some(Version::V3_2) && len > MAX_APP_BUFSIZE {
             return Err(PeerSendError::NotDetected);
         }
-        if nio.wq.ensure_room(total + HEADER_LEN).is_err() {
+        if nio.wq.ensure_room(total).is_err() {
             return Err(PeerSendError::NotDetected);
         }
         let our = our_nodeid() as u32;

@@ -236,8 +236,13 @@ impl WriteQueue {
         false
     }
 
-    /// The head page range to send, if it is ready.
-    pub(crate) fn next_send(&self) -> Option<(Arc<SendPage>, usize, usize)> {
+    /// The head page range to send, if it is ready.  Drops empty pages at the head (left by
+    /// `ensure_room` when a message needed a page of its own).
+    pub(crate) fn next_send(&mut self) -> Option<(Arc<SendPage>, usize, usize)> {
+        while matches!(self.entries.first(), Some(e) if e.users == 0 && e.len == 0 && e.end == e.offset)
+        {
+            let _ = self.entries.remove(0);
+        }
         let e = self.entries.first()?;
         if e.users != 0 || e.len == 0 {
             return None;
