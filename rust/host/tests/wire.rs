@@ -895,6 +895,55 @@ proptest! {
         }
     }
 
+    /// What the encoders write, parse gives back, for any nodeid and seq.
+    #[test]
+    fn encoders_roundtrip(
+        nodeid: u32,
+        seq: u32,
+        lockspace: u32,
+        kind in 0u8..3,
+        extra in 0usize..=4072 - 88,
+    ) {
+        let mut out = vec![0u8; 4096];
+        let n = encode_ack(&mut out, nodeid, seq).unwrap();
+        prop_assert_eq!(parse(&out[..n], nodeid).unwrap().body, Body::Ack { seq });
+
+        let inner = match kind {
+            0 => {
+                let len = 88 + extra;
+                let mut m = vec![0x5a; len];
+                encode_message_header(&mut m, Cmd::Msg, lockspace, nodeid, len).unwrap();
+                m
+            }
+            1 => {
+                let len = 48 + extra;
+                let mut m = vec![0x5a; len];
+                encode_message_header(&mut m, Cmd::Rcom, lockspace, nodeid, len).unwrap();
+                m
+            }
+            _ => Header::new(Cmd::Fin, 0, nodeid, 16).to_bytes().to_vec(),
+        };
+        let n = encode_opts(&mut out, nodeid, seq, &inner).unwrap();
+        prop_assert_eq!(n, 24 + inner.len());
+        let p = parse(&out[..n], nodeid).unwrap();
+        let Body::Opts(o) = p.body else { panic!("not OPTS") };
+        prop_assert_eq!(o.seq, seq);
+        prop_assert!(o.options.is_empty());
+        match o.inner {
+            Inner::Fin => prop_assert_eq!(kind, 2),
+            Inner::Message(m) => {
+                prop_assert_eq!(m.bytes(), &inner[..]);
+                prop_assert_eq!(m.lockspace(), lockspace);
+                prop_assert_eq!(m.header().nodeid, nodeid);
+            }
+        }
+        if kind == 2 {
+            let mut fin = [0u8; 40];
+            prop_assert_eq!(encode_fin(&mut fin, nodeid, seq), Ok(40));
+            prop_assert_eq!(&fin[..], &out[..40]);
+        }
+    }
+
     #[test]
     fn random_bytes_never_panic(b in prop::collection::vec(any::<u8>(), 0..300)) {
         let _ = parse(&b, NODE);
