@@ -1109,7 +1109,7 @@ static uint64_t ns_to_us_round(uint64_t ns)
  * our output to EOF is not held up by a child stuck in the kernel.
  */
 static int ctl_write_bounded(int ctl, const void *buf, size_t len,
-			     const char *what, long *result)
+			     const char *what, const char *hint, long *result)
 {
 	int pfd[2];
 	pid_t pid;
@@ -1151,9 +1151,8 @@ static int ctl_write_bounded(int ctl, const void *buf, size_t len,
 		ssize_t n;
 
 		if (left <= 0) {
-			errmsg("%s did not complete within %" PRIu64
-			       " s: is the membership controller answering the dlm uevents (event_done, control)? see dmesg",
-			       what, g_o.timeout_s);
+			errmsg("%s did not complete within %" PRIu64 " s: %s",
+			       what, g_o.timeout_s, hint);
 			close(pfd[0]);
 			return -ETIMEDOUT;
 		}
@@ -1242,7 +1241,9 @@ static int cmd_join(void)
 	wreq_init(&w, DLM_USER_CREATE_LOCKSPACE);
 	w.r.i.lspace.flags = 0;
 	memcpy(w.r.i.lspace.name, ls, strlen(ls));
-	r = ctl_write_bounded(ctl, &w, sizeof(w.r) + strlen(ls), "join", &res);
+	r = ctl_write_bounded(ctl, &w, sizeof(w.r) + strlen(ls), "join",
+			      "the kernel waits for the membership controller to answer the online uevent (id, spaces/<ls>/nodes, control=1, event_done) and for recovery with every configured member; see dmesg",
+			      &res);
 	close(ctl);
 	if (r)
 		return 1;
@@ -1281,7 +1282,9 @@ static int cmd_leave(void)
 	wreq_init(&w, DLM_USER_REMOVE_LOCKSPACE);
 	w.r.i.lspace.minor = (uint32_t)minor;
 	w.r.i.lspace.flags = g_o.force ? DLM_USER_LSFLG_FORCEFREE : 0;
-	r = ctl_write_bounded(ctl, &w, sizeof(w.r), "leave", &res);
+	r = ctl_write_bounded(ctl, &w, sizeof(w.r), "leave",
+			      "the kernel waits for the controller to answer the offline uevent (event_done) and for every process to close the lockspace device; the removal goes on in the background",
+			      &res);
 	close(ctl);
 	if (r)
 		return 1;
@@ -1655,6 +1658,35 @@ fail:
 	return NULL;
 }
 
+/*
+ * Latencies are only as good as CLOCK_MONOTONIC.  A guest whose TSC could
+ * not be calibrated runs on the jiffies clocksource, which advances in
+ * whole ticks (4 ms at HZ=250): measure the step and warn.
+ */
+static void check_clock_step(void)
+{
+	int64_t step = INT64_MAX, t0 = now_ns(), prev = t0;
+	char cs[64] = "";
+
+	while (now_ns() - t0 < 50 * 1000000LL) {
+		int64_t t = now_ns();
+
+		if (t != prev) {
+			if (t - prev < step)
+				step = t - prev;
+			prev = t;
+			if (step < 100000)
+				return;
+		}
+	}
+	if (read_small_file("/sys/devices/system/clocksource/clocksource0/current_clocksource",
+			    cs, sizeof(cs)) > 0)
+		cs[strcspn(cs, "\n")] = '\0';
+	errmsg("warning: CLOCK_MONOTONIC advances in steps of %" PRId64
+	       " us (clocksource '%s'); latencies below are quantized to that",
+	       step == INT64_MAX ? -1 : step / 1000, cs);
+}
+
 static int cmd_bench(void)
 {
 	const char *ls = g_o.pos[0];
@@ -1678,6 +1710,7 @@ static int cmd_bench(void)
 			goto out;
 	}
 	wd_start();
+	check_clock_step();
 	if (pthread_barrier_init(&bench_barrier, NULL, (unsigned int)k + 1)) {
 		errmsg("pthread_barrier_init failed");
 		goto out;
