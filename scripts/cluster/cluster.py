@@ -490,6 +490,31 @@ class Cluster:
         if wait:
             self.wait_recovered(ls, ids, before, timeout)
 
+    def leave(self, ls, x, others, cmd=None, timeout=180):
+        """Node x leaves ls (cmd: `dlmt leave`, or e.g. `umount`), and the
+        running members `others` drop it, in dlm_controld's order: x's
+        lock traffic ends and its release sends the offline uevent; once
+        x's controller has answered it, the others stop, drop x and start
+        while x's release finishes (its DLM_FIN handshake with the others
+        completes only when they have removed it)."""
+        cmd = cmd or "dlmt leave %s" % ls
+        self.log("node %d leaves %s (%s)" % (x, ls, cmd))
+        pat = "offline %s done" % ls
+        count = "grep -c '%s$' /run/dlm/controller.log || true" % pat
+        before = int(self.nodes[x].run(count).out.strip() or 0)
+        p = self.nodes[x].start(cmd, timeout)
+        if others:
+            deadline = now() + timeout
+            while int(self.nodes[x].run(count).out.strip() or 0) <= before:
+                if p.done.is_set():
+                    p.wait()
+                    break
+                if now() > deadline:
+                    raise ClusterError("node %d: no offline uevent for %s" % (x, ls))
+                time.sleep(0.3)
+            self.change_members(ls, others, others)
+        p.wait()
+
     def wait_recovered(self, ls, ids, before, timeout=120):
         deadline = now() + timeout
         left = set(ids)

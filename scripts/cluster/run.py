@@ -90,10 +90,8 @@ def main():
         # Leave node by node, with a membership change on the rest each time.
         left = list(ids)
         for i in reversed(ids):
-            cl.node(i).run("dlmt leave %s" % LS, timeout=120)
             left.remove(i)
-            if left:
-                cl.change_members(LS, left, left)
+            cl.leave(LS, i, left)
             say("node %d left %s" % (i, LS))
         bad = cl.console_problems()
         for i in ids:
