@@ -48,7 +48,13 @@
 #define EXIT_USAGE 2
 #define LVB_LEN DLM_USER_LVB_LEN
 #define NSEC_PER_SEC 1000000000LL
-#define DEFAULT_PORT 21064
+/*
+ * The port stored in configfs comms/<id>/addr must be 0: lowcomms matches
+ * an accepted connection to a node by comparing the peer address, with
+ * its port zeroed, against the configured addresses including their port
+ * (addr_compare); outgoing connects use cluster/tcp_port regardless.
+ */
+#define DEFAULT_PORT 0
 #define MAX_LOCKERS 4096
 #define MAX_HOLD (1u << 22)
 
@@ -479,7 +485,7 @@ static int parse_args(int argc, char **argv, struct opts *o, char *err,
 			snprintf(err, errlen, "addr: bad NODEID '%s'", o->pos[0]);
 			return -1;
 		}
-		if (o->port == 0 || o->port > 65535) {
+		if (o->port > 65535) {
 			snprintf(err, errlen, "addr: bad --port");
 			return -1;
 		}
@@ -1996,6 +2002,9 @@ static int cmd_addr(void)
 		errmsg("bad IP address '%s'", ip);
 		return EXIT_USAGE;
 	}
+	if (g_o.port)
+		errmsg("warning: port %" PRIu64 " in the address: the kernel will reject incoming connections from node %s (it matches peers with port 0)",
+		       g_o.port, id);
 	if (!path_exists(g_o.configfs)) {
 		errmsg("%s does not exist (mount configfs, load dlm, mkdir the cluster)",
 		       g_o.configfs);
@@ -2120,7 +2129,12 @@ static void selftest_parse(void)
 			  sizeof(err)) != 0);
 
 	ST_CHECK(st_parse("addr 3 192.0.2.3", &o, err, sizeof(err)) == 0);
-	ST_CHECK(o.port == DEFAULT_PORT);
+	ST_CHECK(o.port == 0);
+	ST_CHECK(st_parse("addr 3 192.0.2.3 --port 21064 --local", &o, err,
+			  sizeof(err)) == 0);
+	ST_CHECK(o.port == 21064 && o.local);
+	ST_CHECK(st_parse("addr 3 192.0.2.3 --port 65536", &o, err,
+			  sizeof(err)) != 0);
 	ST_CHECK(st_parse("addr 0 192.0.2.3", &o, err, sizeof(err)) != 0);
 	ST_CHECK(st_parse("addr x 192.0.2.3", &o, err, sizeof(err)) != 0);
 
@@ -2226,6 +2240,8 @@ static void selftest_wire(void)
 	ST_CHECK(b[4] == 192 && b[5] == 0 && b[6] == 2 && b[7] == 1);
 	for (int i = 8; i < 128; i++)
 		ST_CHECK(b[i] == 0);
+	ST_CHECK(build_addr("192.0.2.2", 0, &ss) == 0);
+	ST_CHECK(b[2] == 0 && b[3] == 0 && b[7] == 2);
 	ST_CHECK(build_addr("fd00::3", 21064, &ss) == 0 && b[0] == AF_INET6);
 	ST_CHECK(build_addr("192.0.2.300", 21064, &ss) != 0);
 	ST_CHECK(build_addr("nope", 21064, &ss) != 0);
