@@ -103,7 +103,10 @@ if want harness; then
 fi
 
 if want tools || want cluster; then
-	run tools make -C tools/dlmt && { want tools && passed=$((passed + 1)); } || fail "tools/dlmt build"
+	run tools make -C tools/dlmt || fail "tools/dlmt build"
+	if want tools; then
+		run tools-check make -C tools/dlmt check && passed=$((passed + 1)) || fail "tools/dlmt self-tests"
+	fi
 fi
 
 if want cluster; then
