@@ -529,6 +529,23 @@ class Cluster:
                                    (ls, sorted(left), timeout))
             time.sleep(1)
 
+    def anchor(self, node, ls, res):
+        """Hold an NL lock on res on node until the returned function is
+        called.  An LVB only lives while some lock exists on its resource
+        (tools/dlmt/README.rst), and the first node to lock a resource
+        becomes its master."""
+        n = self.nodes[node]
+        n.run("dlmt hold %s --res %s --mode NL > /tmp/anchor.out 2>&1 & "
+              "echo $! > /tmp/anchor.pid; i=0; while ! grep -q ready=1 /tmp/anchor.out; "
+              "do i=$((i+1)); [ $i -lt 600 ] || { cat /tmp/anchor.out; exit 1; }; "
+              "usleep 100000; done" % (ls, res), timeout=90)
+
+        def release():
+            n.run("kill $(cat /tmp/anchor.pid); i=0; while ! grep -q released= "
+                  "/tmp/anchor.out; do i=$((i+1)); [ $i -lt 300 ] || exit 1; "
+                  "usleep 100000; done; cat /tmp/anchor.out", timeout=60)
+        return release
+
     # --- checks -----------------------------------------------------------
 
     def console_problems(self, ids=None):

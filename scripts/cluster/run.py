@@ -49,6 +49,7 @@ def main():
         cl.join(LS, ids)
         say("lockspace %s joined on nodes %s" % (LS, ids))
 
+        release = cl.anchor(1, LS, "counter")
         v0 = int(cl.node(1).run("dlmt lvb %s counter" % LS).kv("lvb")["value"])
         say("torture: every node increments the LVB counter of one resource "
             "under EX for %d s" % args.torture_secs)
@@ -71,12 +72,23 @@ def main():
             say("FAILED: LVB counter is not exact")
             return 1
 
+        release()
         for lockers in (1, 8, 64):
-            say("bench: %d locker(s) per node, %d resources per node, %d s" %
-                (lockers, args.bench_count, args.bench_secs))
-            res = cl.on(ids, lambda i: "dlmt bench %s --prefix b%d.%d --count %d --lockers %d "
-                        "--secs %d" % (LS, i, lockers, args.bench_count, lockers,
-                                       args.bench_secs),
+            # Node i benchmarks resources b<i>.<lockers>.*, which the next
+            # node locks first (an NL hold), so they are mastered remotely.
+            pre = {i: "b%d.%d." % (i, lockers) for i in ids}
+            holder = {i: ids[(k + 1) % len(ids)] for k, i in enumerate(ids)}
+            for i in ids:
+                h = holder[i]
+                cl.node(h).run(
+                    "dlmt hold %s --prefix %s --count %d --mode NL > /tmp/h%d.out 2>&1 & "
+                    "echo $! > /tmp/h%d.pid; i=0; while ! grep -q ready=1 /tmp/h%d.out; do "
+                    "i=$((i+1)); [ $i -lt 900 ] || { cat /tmp/h%d.out; exit 1; }; usleep 100000; "
+                    "done" % (LS, pre[i], args.bench_count, i, i, i, i), timeout=120)
+            say("bench: %d locker(s) per node, %d resources per node mastered on the next "
+                "node, %d s" % (lockers, args.bench_count, args.bench_secs))
+            res = cl.on(ids, lambda i: "dlmt bench %s --prefix %s --count %d --lockers %d "
+                        "--secs %d" % (LS, pre[i], args.bench_count, lockers, args.bench_secs),
                         timeout=args.bench_secs + 180)
             tot = 0.0
             for i, r in sorted(res.items()):
@@ -86,6 +98,8 @@ def main():
                     i, kv.get("ops_per_sec"), kv.get("p50_us"), kv.get("p99_us"),
                     kv.get("max_us")))
             say("  total %.0f ops/s" % tot)
+            for i in ids:
+                cl.node(holder[i]).run("kill $(cat /tmp/h%d.pid); wait; true" % i)
 
         # Leave node by node, with a membership change on the rest each time.
         left = list(ids)

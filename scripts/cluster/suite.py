@@ -112,19 +112,12 @@ def anchor(cl, ctx, node=1, ls=LS, res=RES):
     its master, so this also makes node the master.  The victim of the
     leave and kill scenarios is another node: the LVB lives on the master.
     Returns a function that releases the hold."""
-    cl.node(node).run("dlmt hold %s --res %s --mode NL > /tmp/anchor.out 2>&1 & "
-                      "echo $! > /tmp/anchor.pid; i=0; while ! grep -q ready=1 /tmp/anchor.out; "
-                      "do i=$((i+1)); [ $i -lt 600 ] || { cat /tmp/anchor.out; exit 1; }; "
-                      "usleep 100000; done" % (ls, res), timeout=90)
+    release = cl.anchor(node, ls, res)
     v = lvb_value(cl, node)
     check(v == 0, "fresh resource %s has LVB value %d, expected 0" % (res, v))
     m = master_of(cl, ls, res)
     ctx.say("anchor NL lock on %s held by node %d; master is node %s" % (res, node, m))
 
-    def release():
-        cl.node(node).run("kill $(cat /tmp/anchor.pid); i=0; while ! grep -q released= "
-                          "/tmp/anchor.out; do i=$((i+1)); [ $i -lt 300 ] || exit 1; "
-                          "usleep 100000; done; cat /tmp/anchor.out", timeout=60)
     return release
 
 
