@@ -137,6 +137,18 @@ impl Peer {
         }
     }
 
+    /// Like [`Peer::new`], with both sequence counters starting at `init`
+    /// (and returning to it on every reset) instead of 0, to run the
+    /// wrap-around in tests.  Both peers must use the same `init`.
+    pub const fn with_initial_seq(nodeid: u32, max_unacked: u32, init: Seq) -> Self {
+        Peer {
+            nodeid,
+            version: PeerVersion::new(),
+            reliable: Reliable::with_initial_seq(max_unacked, init),
+            fin: Fin::new(),
+        }
+    }
+
     /// The peer's nodeid.
     pub const fn nodeid(&self) -> u32 {
         self.nodeid

@@ -259,6 +259,9 @@ pub struct Reliable {
     /// Messages delivered since we last sent an ACK (`ulp_delivered`).
     ulp_delivered: u32,
     max_unacked: u32,
+    /// Where both counters start after a reset ([`Seq::INIT`] except in
+    /// tests).
+    init: Seq,
 }
 
 impl Default for Reliable {
@@ -284,23 +287,26 @@ impl Reliable {
             seq_next: Seq::INIT,
             ulp_delivered: 0,
             max_unacked: max,
+            init: Seq::INIT,
         }
     }
 
-    /// Like [`Reliable::new`] but starting both counters at `init`, to test
-    /// the wrap-around (C has `DLM_SEQ_INIT` for the same purpose).  Both
-    /// peers must use the same `init`.
+    /// Like [`Reliable::new`] but starting both counters at `init`, now and
+    /// after every reset, to test the wrap-around (C has `DLM_SEQ_INIT` for
+    /// the same purpose).  Both peers must use the same `init`; a C peer
+    /// always uses 0.
     pub const fn with_initial_seq(max_unacked: u32, init: Seq) -> Self {
         let mut r = Self::new(max_unacked);
         r.seq_send = init;
         r.seq_una = init;
         r.seq_next = init;
+        r.init = init;
         r
     }
 
     /// Forgets everything, as `midcomms_node_reset()` does: both counters
-    /// back to the initial number, and every unacked entry handed to
-    /// `release` in order.
+    /// back to the initial number, the delivered count to 0, and every
+    /// unacked entry handed to `release` in order.
     pub fn reset<Q: UnackedQueue>(
         &mut self,
         queue: &mut Q,
@@ -309,18 +315,7 @@ impl Reliable {
         while let Some((s, e)) = queue.pop_front() {
             release(s, e);
         }
-        *self = Self::new(self.max_unacked);
-    }
-
-    /// Like [`Reliable::reset`], restarting at `init` (tests only).
-    pub fn reset_to<Q: UnackedQueue>(
-        &mut self,
-        queue: &mut Q,
-        init: Seq,
-        release: &mut dyn FnMut(Seq, Q::Entry),
-    ) {
-        self.reset(queue, release);
-        *self = Self::with_initial_seq(self.max_unacked, init);
+        *self = Self::with_initial_seq(self.max_unacked, self.init);
     }
 
     /// Next sequence number to assign.

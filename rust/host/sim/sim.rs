@@ -121,6 +121,9 @@ pub struct Config {
     pub nodes: usize,
     /// Trace every event to stderr.
     pub trace: bool,
+    /// Where every sequence counter starts (C: 0); near 2^32 for a third
+    /// of the seeds, so that the numbers wrap during the run.
+    pub seq_init: u32,
 }
 
 impl Config {
@@ -130,6 +133,11 @@ impl Config {
             seed,
             nodes: 2 + (seed % 31) as usize,
             trace: false,
+            seq_init: if seed % 3 == 1 {
+                0u32.wrapping_sub(((seed / 3) % 600) as u32)
+            } else {
+                0
+            },
         }
     }
 }
@@ -228,7 +236,9 @@ struct Page {
 struct Dir {
     wq: VecDeque<Page>,
     wq_bytes: usize,
-    inflight: VecDeque<u8>,
+    /// Bytes on the wire: `inflight[inflight_head..]`.
+    inflight: Vec<u8>,
+    inflight_head: usize,
     framer: Framer,
 }
 
@@ -237,7 +247,8 @@ impl Dir {
         Dir {
             wq: VecDeque::new(),
             wq_bytes: 0,
-            inflight: VecDeque::new(),
+            inflight: Vec::new(),
+            inflight_head: 0,
             framer: Framer::new(),
         }
     }
@@ -273,14 +284,23 @@ impl Dir {
         self.push(Kind::Ack, frame);
     }
 
+    fn inflight_len(&self) -> usize {
+        self.inflight.len() - self.inflight_head
+    }
+
+    fn clear_inflight(&mut self) {
+        self.inflight.clear();
+        self.inflight_head = 0;
+    }
+
     fn idle(&self) -> bool {
-        self.wq.is_empty() && self.inflight.is_empty()
+        self.wq.is_empty() && self.inflight_len() == 0
     }
 
     /// Connection reset: bytes in flight are lost, the partly sent head
     /// page is dropped, sequenced messages leave the queue.
     fn reset(&mut self) {
-        self.inflight.clear();
+        self.clear_inflight();
         self.framer.reset();
         if self.wq.front().is_some_and(|p| p.sent > 0) {
             self.wq.pop_front();
@@ -322,7 +342,7 @@ impl Dir {
     }
 
     fn clear(&mut self) {
-        self.inflight.clear();
+        self.clear_inflight();
         self.framer.reset();
         self.wq.clear();
         self.wq_bytes = 0;
@@ -421,6 +441,9 @@ struct Sim {
     stats: Stats,
     step: u64,
     failure: Option<String>,
+    /// Reused buffers for the frames of one received piece.
+    scratch: Vec<u8>,
+    spans: Vec<(usize, usize)>,
 }
 
 /// The glue of node `me` for peer `them`: where the effects of
@@ -615,7 +638,7 @@ impl Sim {
             let mut row = Vec::with_capacity(n);
             for y in 0..n {
                 row.push((x != y).then(|| Slot {
-                    peer: Peer::new(y as u32 + 1, MAX_UNACKED),
+                    peer: Peer::with_initial_seq(y as u32 + 1, MAX_UNACKED, Seq(cfg.seq_init)),
                     q: VecQueue::default(),
                 }));
             }
@@ -628,7 +651,7 @@ impl Sim {
         let budget = if n <= 4 && rng.permille(300) {
             rng.range(600, 1500)
         } else {
-            rng.range(200, 1200)
+            rng.range(150, 1000)
         };
         let per_pair = (budget / pairs as u64).max(1);
         let mut links = Vec::new();
@@ -673,6 +696,8 @@ impl Sim {
             stats: Stats::default(),
             step: 0,
             failure: None,
+            scratch: Vec::new(),
+            spans: Vec::new(),
         }
     }
 
@@ -802,7 +827,7 @@ impl Sim {
                 if !l.dir[d].wq.is_empty() {
                     actions.push(d as u8);
                 }
-                if !l.dir[d].inflight.is_empty() {
+                if l.dir[d].inflight_len() > 0 {
                     actions.push(2 + d as u8);
                 }
             }
@@ -909,7 +934,13 @@ impl Sim {
         let dir = &mut self.links[li].dir[d];
         let Some(p) = dir.wq.front_mut() else { return };
         let n = chunk.min(p.bytes.len() - p.sent);
-        dir.inflight.extend(&p.bytes[p.sent..p.sent + n]);
+        if dir.inflight_head > 0
+            && (dir.inflight_head == dir.inflight.len() || dir.inflight_head > 1 << 16)
+        {
+            dir.inflight.drain(..dir.inflight_head);
+            dir.inflight_head = 0;
+        }
+        dir.inflight.extend_from_slice(&p.bytes[p.sent..p.sent + n]);
         p.sent += n;
         if p.sent == p.bytes.len() {
             let len = p.bytes.len();
@@ -922,22 +953,35 @@ impl Sim {
     fn receive(&mut self, li: usize, d: usize) {
         let max = if self.rng.permille(500) { 40 } else { 9000 };
         let chunk = self.rng.range(1, max) as usize;
-        let piece: Vec<u8> = {
-            let dir = &mut self.links[li].dir[d];
-            let n = chunk.min(dir.inflight.len());
-            dir.inflight.drain(..n).collect()
-        };
         // Direction d goes to side 1 - d.
         let side = 1 - d;
-        let mut frames: Vec<Vec<u8>> = Vec::new();
-        let r = self.links[li].dir[d]
-            .framer
-            .push(&piece, |f| frames.push(f.to_vec()));
-        for frame in frames {
+        let mut buf = std::mem::take(&mut self.scratch);
+        let mut spans = std::mem::take(&mut self.spans);
+        buf.clear();
+        spans.clear();
+        let r = {
+            let dir = &mut self.links[li].dir[d];
+            let n = chunk.min(dir.inflight_len());
+            let start = dir.inflight_head;
+            dir.inflight_head += n;
+            let piece = &dir.inflight[start..start + n];
+            let r = dir.framer.push(piece, |f| {
+                spans.push((buf.len(), f.len()));
+                buf.extend_from_slice(f);
+            });
+            if dir.inflight_head == dir.inflight.len() {
+                dir.clear_inflight();
+            }
+            r
+        };
+        for &(at, len) in &spans {
+            let frame = &buf[at..at + len];
             self.with_peer(li, side, |s, io, _| {
-                let _ = s.peer.receive(&frame, &mut s.q, io);
+                let _ = s.peer.receive(frame, &mut s.q, io);
             });
         }
+        self.scratch = buf;
+        self.spans = spans;
         if let Err(e) = r {
             self.failure = Some(format!("framing error on link {li}: {e}"));
         }

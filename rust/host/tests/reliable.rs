@@ -195,8 +195,11 @@ fn run_model(init: u32, max: u32, ops: &[Op]) -> Result<(), TestCaseError> {
     let mut flushed = Vec::new();
     r.reset(&mut q, &mut |_, e| flushed.push(e));
     prop_assert_eq!(flushed, (m.acked..m.sent).collect::<Vec<_>>());
-    prop_assert_eq!(r.seq_send(), Seq::INIT);
-    prop_assert_eq!(r.seq_next(), Seq::INIT);
+    // ... and starts again where it started (0 for C).
+    prop_assert_eq!(r.seq_send(), base);
+    prop_assert_eq!(r.seq_next(), base);
+    prop_assert_eq!(r.seq_una(), base);
+    prop_assert_eq!(r.ulp_delivered(), 0);
     prop_assert_eq!(r.unacked(), 0);
     Ok(())
 }
