@@ -371,6 +371,12 @@ unsafe extern "C" fn node_error_report(sk: *mut bindings::sock) {
             node.nodeid,
             err
         );
+        // A reset may come without `data_ready`: let the receive worker see the error, close
+        // the socket and reconnect, so unacked messages are retransmitted (C retransmits from
+        // here directly).
+        let node: Arc<Node> = node.into();
+        node.io.fetch_or(io::RECV_INTR, Ordering::AcqRel);
+        queue_rwork(&node);
     }
     let orig = comms().map(|c| *c.orig_cbs.lock());
     if let Some(f) = orig.and_then(|o| o.error_report) {
@@ -681,7 +687,9 @@ impl WorkItem<0> for Comms {
 
 // ---- connect and send -------------------------------------------------------------------
 
-fn connect(c: &Comms, node: &Arc<Node>, main: &mut Conn) -> Result {
+/// Connects a new socket to `node` (blocking, without holding the node's socket locks, so
+/// receiving and accepting for the node go on meanwhile).
+fn connect(c: &Comms, node: &Arc<Node>) -> Result<Socket> {
     let local = *c.local.lock();
     let mut addr = node.connect_addr();
     addr.set_family(local.family());
@@ -698,19 +706,35 @@ fn connect(c: &Comms, node: &Arc<Node>, main: &mut Conn) -> Result {
     }
     install_node_sock(c, node, &mut sock);
     sock.connect(&mut addr)?;
-    main.close();
-    main.sock = Some(sock);
-    node.io_test_and_set(io::RESEND);
+    Ok(sock)
+}
+
+/// Installs a socket we connected: as the main socket, or, if the peer's connection was
+/// accepted as main meanwhile, as the receive-only one (the crossed-connect case).
+fn install_connected(node: &Arc<Node>, main: &mut Conn, sock: Socket) {
+    if main.sock.is_none() {
+        main.close();
+        main.sock = Some(sock);
+        node.io_test_and_set(io::RESEND);
+    } else {
+        let mut other = node.other.lock();
+        other.close();
+        other.sock = Some(sock);
+    }
     node.io.fetch_or(io::RECV_INTR, Ordering::AcqRel);
     queue_rwork(node);
-    Ok(())
 }
 
 /// Closes the main socket after an error or end of stream: drops the partly sent head page
 /// (the reliable layer retransmits whole messages after the reconnect).
 fn close_main(node: &Arc<Node>, main: &mut Conn) {
     main.close();
-    node.tx.lock().wq.drop_dirty_head();
+    {
+        let mut tx = node.tx.lock();
+        tx.wq.drop_dirty_head();
+        // A socket that waited for write space will never report it now.
+        node.io_test_and_clear(io::APP_LIMITED);
+    }
     node.wait.notify_all();
 }
 
@@ -773,19 +797,28 @@ impl WorkItem<1> for Node {
                 return;
             }
             if main.sock.is_none() {
-                if let Err(e) = connect(&c, &node, &mut main) {
-                    main.retries += 1;
-                    log_print!(
-                        "connect to node {} try {} error {}",
-                        node.nodeid,
-                        main.retries,
-                        e.to_errno()
-                    );
-                    let retries = main.retries;
-                    drop(main);
-                    let _ = retries;
-                    fsleep(Delta::from_millis(1000));
-                    requeue_swork(node);
+                drop(main);
+                let res = connect(&c, &node);
+                main = node.main.lock();
+                match res {
+                    Ok(sock) => install_connected(&node, &mut main, sock),
+                    Err(e) => {
+                        main.retries += 1;
+                        log_print!(
+                            "connect to node {} try {} error {}",
+                            node.nodeid,
+                            main.retries,
+                            e.to_errno()
+                        );
+                        drop(main);
+                        fsleep(Delta::from_millis(1000));
+                        requeue_swork(node);
+                        return;
+                    }
+                }
+                if node.io_test(io::IO_STOP) {
+                    main.close();
+                    node.io_test_and_clear(io::SEND_PENDING);
                     return;
                 }
             }
