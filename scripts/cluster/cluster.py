@@ -44,10 +44,10 @@ CLUSTER_NAME = "dlmrs"
 # Console lines that fail a run, whatever the scenario.
 BAD_CONSOLE = re.compile(
     r"WARNING:|BUG:|Oops|Kernel panic|general protection fault|Call Trace:|"
-    r"blocked for more than|hung_task|KASAN|UBSAN|possible circular locking|"
-    r"possible recursive locking|inconsistent lock state|lockdep|"
-    r"suspicious RCU usage|unreferenced object|kmemleak|"
-    r"rcu_sched detected stall|rcu: INFO|soft lockup|hard LOCKUP|"
+    r"blocked for more than|KASAN:|UBSAN:|possible circular locking|"
+    r"possible recursive locking|inconsistent lock state|"
+    r"suspicious RCU usage|unreferenced object|suspected memory leak|"
+    r"detected stall|rcu: INFO|soft lockup|hard LOCKUP|"
     r"GFS2 WITHDRAW|withdrawn|fatal: I/O error")
 
 
@@ -69,6 +69,18 @@ class NodeDead(ClusterError):
 
 def now():
     return time.monotonic()
+
+
+def time_scale(kdir):
+    """Timeouts are multiplied by this: 3 for a debug (KASAN) kernel, which
+    is several times slower under TCG."""
+    try:
+        with open(os.path.join(kdir, ".config")) as f:
+            if "CONFIG_KASAN=y" in f.read():
+                return 3
+    except OSError:
+        pass
+    return 1
 
 
 class Result:
@@ -129,6 +141,7 @@ class Agent:
         self.pending = {}
         self.next_id = 1
         self.dead = None
+        self.scale = 1
 
     def connect(self, deadline, alive=lambda: True):
         while True:
@@ -183,6 +196,7 @@ class Agent:
     def start(self, script, timeout=60):
         if self.dead:
             raise self.dead
+        timeout = int(timeout * self.scale)
         with self.lock:
             cid = self.next_id
             self.next_id += 1
@@ -226,6 +240,7 @@ class Node:
         self.console = os.path.join(d, "console%d.log" % nodeid)
         self.qmp_path = os.path.join(d, "qmp%d.sock" % nodeid)
         self.agent = Agent(nodeid, os.path.join(d, "agent%d.sock" % nodeid), cluster.transcript)
+        self.agent.scale = cluster.scale
         self.proc = None
         self.alive = False
 
@@ -338,6 +353,7 @@ class Cluster:
         if not 2 <= n <= 9:
             raise ClusterError("2..9 nodes")
         self.kdir = kdir
+        self.scale = time_scale(kdir)
         self.n = n
         self.dlm = dlm or ["stock"] * n
         if len(self.dlm) != n:
@@ -348,7 +364,8 @@ class Cluster:
         self.mkfs = mkfs
         self.logf = log or (lambda m: print(m, flush=True))
         if run_dir is None:
-            run_dir = os.path.join(BUILD, "run-%s-%s" % (time.strftime("%Y%m%d-%H%M%S"), name))
+            run_dir = os.path.join(BUILD, "run-%s-%d-%s" % (time.strftime("%Y%m%d-%H%M%S"),
+                                                        os.getpid(), name))
         self.dir = os.path.abspath(run_dir)
         os.makedirs(self.dir, exist_ok=True)
         self.transcript = Transcript(os.path.join(self.dir, "transcript.log"))
@@ -402,7 +419,7 @@ class Cluster:
         for i in range(1, self.n + 1):
             self.nodes[i] = Node(self, i, self.dlm[i - 1])
             self.nodes[i].boot()
-        deadline = now() + timeout
+        deadline = now() + timeout * self.scale
         for node in self.nodes.values():
             node.connect(deadline)
         self.log("booted %d nodes (%s) in %.1fs; run dir %s" % (
@@ -516,7 +533,7 @@ class Cluster:
         p.wait()
 
     def wait_recovered(self, ls, ids, before, timeout=120):
-        deadline = now() + timeout
+        deadline = now() + timeout * self.scale
         left = set(ids)
         while left:
             for i in sorted(left):
@@ -558,6 +575,39 @@ class Cluster:
             if bad:
                 out[i] = bad
         return out
+
+    DIAG = (
+        "echo \"== node $(cat /run/dlm/node) uptime $(cut -d' ' -f1 /proc/uptime)\"; "
+        "for c in /sys/kernel/debug/dlm/comms/*; do [ -d \"$c\" ] || continue; "
+        "echo \"comm ${c##*/}: state=$(cat $c/state) flags=$(cat $c/flags) "
+        "send_queue_count=$(cat $c/send_queue_count) version=$(cat $c/version)\"; done; "
+        "for f in /sys/kernel/debug/dlm/*_waiters; do [ -e \"$f\" ] || continue; "
+        "echo \"-- $f\"; cat \"$f\"; done; "
+        "for f in /sys/kernel/debug/dlm/*_locks; do [ -e \"$f\" ] || continue; "
+        "echo \"-- $f\"; cat \"$f\"; done; "
+        "echo '-- sockets'; ss -tnoi '( dport = :21064 or sport = :21064 )'; "
+        "dlm-controller status")
+
+    def diagnose(self, why, name="diag"):
+        """Dump every live node's DLM state (midcomms per node, waiters,
+        locks, sockets) into <run>/<name>.txt; used when traffic stalls."""
+        path = os.path.join(self.dir, name + ".txt")
+        pend = {}
+        for i in self.alive():
+            try:
+                pend[i] = self.nodes[i].start(self.DIAG, timeout=30)
+            except ClusterError:
+                pass
+        with open(path, "a") as f:
+            f.write("### %s (%s)\n" % (why, time.strftime("%H:%M:%S")))
+            for i, p in sorted(pend.items()):
+                try:
+                    r = p.wait(check=False)
+                    f.write(r.out + r.err)
+                except ClusterError as e:
+                    f.write("node %d: %s\n" % (i, e))
+        self.log("diagnostics (%s) written to %s" % (why, path))
+        return path
 
     def kmemleak_scan(self):
         """Debug flavour: ask kmemleak for a scan on every live node."""

@@ -125,13 +125,21 @@ def stage_modules(kdir):
     if os.path.exists(os.path.join(stage, ".done")):
         return stage
     log("staging modules of %s into %s" % (kdir, stage))
-    if os.path.exists(stage):
-        shutil.rmtree(stage)
-    os.makedirs(stage)
+    # Stage into a private directory and rename it into place, so that
+    # concurrent builders never see a half-staged tree.
+    tmp = "%s.tmp%d" % (stage, os.getpid())
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    os.makedirs(tmp)
     subprocess.run(["make", "-s", "-C", kdir, "modules_install",
-                    "INSTALL_MOD_PATH=" + stage, "INSTALL_MOD_STRIP=1"],
+                    "INSTALL_MOD_PATH=" + tmp, "INSTALL_MOD_STRIP=1"],
                    check=True, stdout=subprocess.DEVNULL)
-    open(os.path.join(stage, ".done"), "w").close()
+    open(os.path.join(tmp, ".done"), "w").close()
+    try:
+        os.rename(tmp, stage)
+    except OSError:
+        # Someone else finished first.
+        shutil.rmtree(tmp)
     return stage
 
 

@@ -52,6 +52,41 @@ class Ctx:
         self.cl.transcript.write("# %s\n" % line)
 
 
+class StallWatch:
+    """While torture runs, watch the consoles for dlmrs-torture progress
+    lines; if no node reports a batch for `secs`, dump every node's DLM
+    state once (Cluster.diagnose) and remember the stall for the report."""
+
+    def __init__(self, cl, ctx, secs=25):
+        self.cl, self.ctx, self.secs = cl, ctx, secs
+        self.stop = threading.Event()
+        self.stalls = []
+        self.t = threading.Thread(target=self.run, daemon=True)
+
+    def progress(self):
+        return sum(n.console_text().count("dlmrs-torture") for n in self.cl.nodes.values())
+
+    def run(self):
+        last, since, dumped = self.progress(), time.monotonic(), False
+        while not self.stop.wait(2):
+            p = self.progress()
+            if p != last:
+                last, since, dumped = p, time.monotonic(), False
+            elif not dumped and time.monotonic() - since > self.secs:
+                self.ctx.say("no torture progress on any node for %ds: dumping DLM state"
+                             % self.secs)
+                self.stalls.append(self.cl.diagnose("stall after %d batches" % p))
+                dumped = True
+
+    def __enter__(self):
+        self.t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.t.join()
+
+
 # --- helpers shared by scenarios ---------------------------------------------
 
 def lvb_value(cl, node, ls=LS, res=RES, extra=""):
@@ -60,7 +95,8 @@ def lvb_value(cl, node, ls=LS, res=RES, extra=""):
 
 
 def start_torture(cl, node, secs, tag, ls=LS, res=RES, batch=BATCH, extra=""):
-    return cl.node(node).start("torture-loop %s %s %d %d %s %s" %
+    # dlmt's own wait limit: 60 s without a completion AST fails the batch.
+    return cl.node(node).start("torture-loop %s %s %d %d %s --timeout 60 %s" %
                                (ls, res, secs, batch, tag, extra), timeout=secs + 240)
 
 
@@ -71,6 +107,20 @@ def torture_total(pending):
         raise Failed("node %d: torture failed (rc=%d): %s %s" %
                      (r.node, r.rc, r.out.strip()[-600:], r.err.strip()[-600:]))
     return int(kv["total"]), int(kv["secs"])
+
+
+def torture_totals(pend):
+    """Wait for every torture-loop of {node: Pending}; {node: (total, secs)}.
+    Reports every node's failure, not just the first."""
+    out, errors = {}, []
+    for i, p in pend.items():
+        try:
+            out[i] = torture_total(p)
+        except (Failed, C.ClusterError) as e:
+            errors.append(str(e))
+    if errors:
+        raise Failed("; ".join(errors))
+    return out
 
 
 def master_of(cl, ls=LS, res=RES):
@@ -129,9 +179,7 @@ def sc_join(cl, ctx):
     ctx.say("3 nodes joined lockspace %s" % LS)
     anchor(cl, ctx)
     pend = {i: start_torture(cl, i, 15, "j%d" % i) for i in ids}
-    totals = {}
-    for i, p in pend.items():
-        totals[i] = torture_total(p)
+    totals = torture_totals(pend)
     s = sum(t for t, _ in totals.values())
     secs = max(d for _, d in totals.values())
     v = lvb_value(cl, 2)
@@ -155,7 +203,8 @@ def sc_resets(cl, ctx):
     ctx.say("hub: reset-every 200 ms for 30 s while 3 nodes torture")
     pend = {i: start_torture(cl, i, 30, "r%d" % i) for i in ids}
     try:
-        totals = {i: torture_total(p) for i, p in pend.items()}
+        with StallWatch(cl, ctx):
+            totals = torture_totals(pend)
     finally:
         cl.hub.cmd("reset-stop")
     hub1 = cl.hub.stats()
@@ -182,7 +231,8 @@ def sc_resets(cl, ctx):
         "grep -c 21064); n=$((n+k)); usleep 200000; done; echo sskill killed=$n",
         timeout=60)
     pend = {i: start_torture(cl, i, 10, "s%d" % i) for i in ids}
-    totals2 = {i: torture_total(p) for i, p in pend.items()}
+    with StallWatch(cl, ctx):
+        totals2 = torture_totals(pend)
     killed = int(killer.wait().kv("sskill")["killed"])
     s2 = sum(t for t, _ in totals2.values())
     v2 = lvb_value(cl, 1)
@@ -364,10 +414,12 @@ def run_scenario(name, fn, timeout, opts, args, t0):
         mkfs = ["mkfs.gfs2", "-O", "-p", "lock_dlm", "-t", "%s:gfs0" % C.CLUSTER_NAME,
                 "-j", "3", "-J", "16"]
     cl = C.Cluster(args.kdir, n=3, dlm=args.dlm, name=name, mkfs=mkfs,
+                   run_dir=os.path.join(args.suite_dir, name),
                    initrd=args.initrd, seed=args.seed,
                    log=lambda m: print("[%5.0fs] %s: %s" % (time.monotonic() - t0, name, m),
                                        flush=True))
     ctx = Ctx(cl, name, t0)
+    timeout *= cl.scale
     start = time.monotonic()
     err = None
     timer = threading.Timer(timeout, lambda: (ctx.say("TIMEOUT after %ds: killing the "
@@ -379,6 +431,10 @@ def run_scenario(name, fn, timeout, opts, args, t0):
         fn(cl, ctx)
         if args.break_assert == name:
             check(False, "deliberately broken assertion (--break %s)" % name)
+        if args.break_assert == name + ":console":
+            # Prove the console scan bites: a fake kernel warning line.
+            cl.node(2).run("echo 'WARNING: CPU: 0 PID: 1 deliberate (--break %s:console)' "
+                           "> /dev/kmsg" % name)
         cl.kmemleak_scan()
         bad = cl.console_problems()
         n_lines = sum(len(n.console_text().splitlines()) for n in cl.nodes.values())
@@ -408,7 +464,8 @@ def main():
     ap.add_argument("--initrd", help="use this initramfs instead of building one")
     ap.add_argument("--seed", type=int, default=1, help="hub PRNG seed")
     ap.add_argument("--break", dest="break_assert", metavar="NAME",
-                    help="fail scenario NAME on purpose (to show failures propagate)")
+                    help="fail scenario NAME on purpose (to show failures propagate); "
+                    "NAME:console fakes a kernel WARNING on node 2's console instead")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()
     if args.list:
@@ -428,10 +485,13 @@ def main():
     t0 = time.monotonic()
     print("suite: %d scenario(s), dlm %s, kernel %s" % (len(chosen), ",".join(args.dlm),
                                                          args.kdir), flush=True)
+    # One directory per suite run: the image and every scenario's run dir.
+    args.suite_dir = os.path.join(C.BUILD, "suite-%s-%d" % (time.strftime("%Y%m%d-%H%M%S"),
+                                                           os.getpid()))
+    os.makedirs(args.suite_dir)
+    print("suite: logs in %s" % args.suite_dir, flush=True)
     if args.initrd is None:
-        # One image for the whole suite.
-        os.makedirs(C.BUILD, exist_ok=True)
-        args.initrd = os.path.join(C.BUILD, "suite-initramfs.cpio.gz")
+        args.initrd = os.path.join(args.suite_dir, "initramfs.cpio.gz")
         alts = sorted(set(d for d in args.dlm if d != "stock"))
         C.initramfs.build(args.kdir, args.initrd, alts[0] if alts else None)
     passed = failed = 0
