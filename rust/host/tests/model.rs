@@ -266,3 +266,285 @@ proptest! {
         }
     }
 }
+
+// Peer-level unit tests: the glue rules around the reliable layer and the
+// close handshake, one frame at a time.
+
+fn status_from(nodeid: u32) -> Vec<u8> {
+    let mut st = vec![0u8; wire::RCOM_MIN_LEN];
+    wire::encode_message_header(&mut st, Cmd::Rcom, 1, nodeid, wire::RCOM_MIN_LEN).unwrap();
+    st[16] = 1; // RCOM_STATUS
+    st
+}
+
+fn ack_from(nodeid: u32, v: u32) -> Vec<u8> {
+    let mut f = vec![0u8; wire::ACK_LEN];
+    wire::encode_ack(&mut f, nodeid, v).unwrap();
+    f
+}
+
+fn fin_from(nodeid: u32, seq: u32) -> Vec<u8> {
+    let mut f = vec![0u8; wire::OPTS_FIN_LEN];
+    wire::encode_fin(&mut f, nodeid, seq).unwrap();
+    f
+}
+
+/// Node 1's view of peer node 2, and node 1's glue.
+struct One {
+    peer: Peer,
+    q: Q,
+    side: Side,
+    events: Vec<Event>,
+}
+
+struct EvIo<'a> {
+    side: &'a mut Side,
+    events: &'a mut Vec<Event>,
+}
+
+impl PeerIo for EvIo<'_> {
+    type Entry = Vec<u8>;
+    fn deliver(&mut self, msg: Message<'_>, seq: Option<Seq>) {
+        Io {
+            side: self.side,
+            me: 1,
+        }
+        .deliver(msg, seq)
+    }
+    fn send_ack(&mut self, ack: Seq) {
+        Io {
+            side: self.side,
+            me: 1,
+        }
+        .send_ack(ack)
+    }
+    fn send_fin(&mut self, seq: Seq) -> Vec<u8> {
+        Io {
+            side: self.side,
+            me: 1,
+        }
+        .send_fin(seq)
+    }
+    fn resend(&mut self, seq: Seq, e: &Vec<u8>) {
+        Io {
+            side: self.side,
+            me: 1,
+        }
+        .resend(seq, e)
+    }
+    fn release(&mut self, _seq: Seq, _e: Vec<u8>) {}
+    fn event(&mut self, ev: Event) {
+        self.events.push(ev);
+    }
+}
+
+impl One {
+    fn new() -> Self {
+        One {
+            peer: Peer::new(2, 0),
+            q: Q::default(),
+            side: Side::default(),
+            events: Vec::new(),
+        }
+    }
+    fn io(&mut self) -> (&mut Peer, &mut Q, EvIo<'_>) {
+        (
+            &mut self.peer,
+            &mut self.q,
+            EvIo {
+                side: &mut self.side,
+                events: &mut self.events,
+            },
+        )
+    }
+    fn rx(&mut self, frame: &[u8]) {
+        let (p, q, mut io) = self.io();
+        let _ = p.receive(frame, q, &mut io);
+    }
+    fn send(&mut self, id: u64) -> Result<Seq, PeerSendError> {
+        let (p, q, mut io) = self.io();
+        p.send(q, &mut io, |io, seq| {
+            let f = msg_frame(1, seq, id);
+            io.side.out.push_back((true, f.clone()));
+            f
+        })
+    }
+    /// ACK values queued so far, in order; clears the write queue.
+    fn acks(&mut self) -> Vec<u32> {
+        let v = self
+            .side
+            .out
+            .iter()
+            .filter(|(seq, f)| !seq && f[14] == 4)
+            .map(|(_, f)| u32::from_le_bytes([f[4], f[5], f[6], f[7]]))
+            .collect();
+        self.side.out.clear();
+        v
+    }
+    fn fins(&self) -> usize {
+        self.side
+            .out
+            .iter()
+            .filter(|(seq, f)| *seq && f[24 + 14] == 5)
+            .count()
+    }
+}
+
+use dlm_proto::proto::fin::State;
+use dlm_proto::proto::reliable::peer::PeerSendError;
+use dlm_proto::proto::wire::Version;
+
+#[test]
+fn peer_send_needs_a_3_2_version() {
+    let mut n = One::new();
+    assert_eq!(n.send(0), Err(PeerSendError::NotDetected));
+    // A 3.1 peer gets plain messages.
+    let mut st = status_from(2);
+    st[0..4].copy_from_slice(&Version::WIRE_3_1.to_le_bytes());
+    n.rx(&st);
+    assert_eq!(n.peer.version(), Some(Version::V3_1));
+    assert_eq!(n.send(0), Err(PeerSendError::Plain));
+    // ... and a later 3.2 message from it is a version mismatch.
+    n.rx(&ack_from(2, 0));
+    assert!(matches!(n.events.last(), Some(Event::Dropped(_))));
+}
+
+#[test]
+fn peer_detects_3_2_and_sends_sequenced() {
+    let mut n = One::new();
+    n.rx(&status_from(2));
+    assert_eq!(n.peer.version(), Some(Version::V3_2));
+    assert_eq!(n.peer.state(), State::Established);
+    assert_eq!(n.send(0), Ok(Seq(0)));
+    assert_eq!(n.send(1), Ok(Seq(1)));
+    assert_eq!(n.q.len(), 2);
+    // A frame from the wrong node is dropped and reported.
+    n.rx(&ack_from(3, 1));
+    assert!(matches!(n.events.last(), Some(Event::Dropped(_))));
+    assert_eq!(n.q.len(), 2);
+    // An ACK beyond what was sent is ignored.
+    n.rx(&ack_from(2, 5));
+    assert!(matches!(n.events.last(), Some(Event::AckInvalid { .. })));
+    assert_eq!(n.q.len(), 2);
+    n.rx(&ack_from(2, 1));
+    assert_eq!(n.q.len(), 1);
+}
+
+#[test]
+fn peer_send_ack_threshold_goes_ahead_of_the_message() {
+    let mut n = One::new();
+    n.rx(&status_from(2));
+    for i in 0..33u32 {
+        n.rx(&msg_frame(2, Seq(i), i as u64));
+    }
+    assert!(n.acks().is_empty());
+    n.send(0).unwrap();
+    // The ACK (33) is queued before the message.
+    assert_eq!(n.side.out.len(), 2);
+    assert!(!n.side.out[0].0 && n.side.out[1].0);
+    assert_eq!(n.acks(), vec![33]);
+}
+
+#[test]
+fn peer_duplicates_are_reacked_and_gaps_dropped() {
+    let mut n = One::new();
+    n.rx(&status_from(2));
+    n.rx(&msg_frame(2, Seq(0), 0));
+    n.rx(&msg_frame(2, Seq(1), 1));
+    n.rx(&msg_frame(2, Seq(0), 0));
+    assert_eq!(n.acks(), vec![2]);
+    n.rx(&msg_frame(2, Seq(3), 3));
+    assert!(n.acks().is_empty());
+    assert!(matches!(n.events.last(), Some(Event::Gap { .. })));
+    assert_eq!(n.side.delivered, vec![0, 1]);
+}
+
+#[test]
+fn peer_passive_close_and_stale_leftovers() {
+    let mut n = One::new();
+    {
+        let (p, q, mut io) = n.io();
+        p.add_member(q, &mut io);
+    }
+    n.rx(&status_from(2));
+    n.rx(&msg_frame(2, Seq(0), 0));
+    n.rx(&fin_from(2, 1));
+    assert_eq!(n.peer.state(), State::CloseWait);
+    assert_eq!(n.acks(), vec![2]);
+    {
+        let (p, q, mut io) = n.io();
+        p.remove_member(q, &mut io);
+    }
+    assert_eq!(n.peer.state(), State::LastAck);
+    assert_eq!(n.fins(), 1);
+    assert_eq!(n.send(9), Err(PeerSendError::Closing));
+    // Our FIN was seq 0; its ACK completes the close.
+    n.rx(&ack_from(2, 1));
+    assert_eq!(n.peer.state(), State::Closed);
+    assert_eq!(n.peer.version(), None);
+    assert_eq!(n.q.len(), 0);
+    n.side.out.clear();
+    // The peer did not see our earlier ACK and sends its message and FIN
+    // again: not delivered twice, answered with ACK 2, no version detection.
+    n.rx(&msg_frame(2, Seq(0), 0));
+    n.rx(&fin_from(2, 1));
+    assert_eq!(n.side.delivered, vec![0]);
+    assert_eq!(n.acks(), vec![2, 2]);
+    assert_eq!(n.peer.state(), State::Closed);
+    assert_eq!(n.peer.version(), None);
+    // A leftover ACK does not detect the version either.
+    n.rx(&ack_from(2, 1));
+    assert_eq!(n.peer.state(), State::Closed);
+    // A new lifetime: add_member, then the peer starts again at 0.
+    {
+        let (p, q, mut io) = n.io();
+        p.add_member(q, &mut io);
+    }
+    n.rx(&status_from(2));
+    n.rx(&msg_frame(2, Seq(0), 1));
+    assert_eq!(n.side.delivered, vec![0, 1]);
+}
+
+#[test]
+fn peer_fin_to_closed_node_is_acked_only() {
+    let mut n = One::new();
+    n.rx(&fin_from(2, 7));
+    assert_eq!(n.acks(), vec![8]);
+    assert_eq!(n.peer.state(), State::Closed);
+    assert_eq!(n.peer.version(), None);
+    assert!(matches!(n.events.last(), Some(Event::StaleFin { .. })));
+}
+
+#[test]
+fn peer_active_close_and_retransmission_on_connect() {
+    let mut n = One::new();
+    n.rx(&status_from(2));
+    n.send(0).unwrap();
+    n.send(1).unwrap();
+    let w = {
+        let (p, q, mut io) = n.io();
+        p.shutdown(0, q, &mut io)
+    };
+    assert!(matches!(w, dlm_proto::proto::fin::Wait::Until(5000)));
+    assert_eq!(n.peer.state(), State::FinWait1);
+    assert_eq!(n.fins(), 1);
+    n.side.out.clear();
+    // Reconnect: everything unacked again, in order, FIN last.
+    let k = {
+        let (p, q, mut io) = n.io();
+        p.connected(q, &mut io)
+    };
+    assert_eq!(k, 3);
+    let seqs: Vec<u32> = n
+        .side
+        .out
+        .iter()
+        .map(|(_, f)| u32::from_le_bytes([f[4], f[5], f[6], f[7]]))
+        .collect();
+    assert_eq!(seqs, vec![0, 1, 2]);
+    n.rx(&ack_from(2, 3));
+    assert_eq!(n.peer.state(), State::FinWait2);
+    n.rx(&fin_from(2, 0));
+    assert_eq!(n.peer.state(), State::Closed);
+    assert_eq!(n.peer.poll_shutdown(1), dlm_proto::proto::fin::Wait::Done);
+}
