@@ -87,6 +87,59 @@ class StallWatch:
         self.t.join()
 
 
+def watched_totals(cl, ctx, pend, what):
+    """torture_totals under a StallWatch: a stall fails the scenario with
+    the evidence (who holds unacknowledged messages, who waits for what),
+    even if traffic resumed later."""
+    watch = StallWatch(cl, ctx)
+    with watch:
+        try:
+            totals = torture_totals(pend)
+        except Failed as e:
+            if watch.stalls:
+                raise Failed("lock traffic STALLED under %s: %s (dump: %s); then: %s" % (
+                    what, summarize_diag(watch.stalls[0]), watch.stalls[0], e))
+            raise
+    check(not watch.stalls, "lock traffic STALLED under %s for more than %ds, then "
+          "resumed: %s (dump: %s)" % (what, watch.secs, watch.stalls and
+                                      summarize_diag(watch.stalls[0]), watch.stalls[:1]))
+    return totals
+
+
+WAIT_TYPES = {1: "REQUEST", 2: "CONVERT", 3: "UNLOCK", 4: "CANCEL", 12: "LOOKUP"}
+
+
+def summarize_diag(path):
+    """One line from a Cluster.diagnose dump: unacknowledged midcomms
+    messages, lock waiters, and whether any DLM socket was open."""
+    facts, node, sockets = [], None, 0
+    section = None
+    with open(path) as f:
+        for line in f:
+            line = line.rstrip("\n")
+            m = re.match(r"== node (\d+)", line)
+            if m:
+                node, section = int(m.group(1)), None
+                continue
+            m = re.match(r"comm (\d+): state=(\S+) .*send_queue_count=(\d+)", line)
+            if m and int(m.group(3)) > 0:
+                facts.append("node %d has %s unacknowledged message(s) for node %s (midcomms "
+                             "state %s)" % (node, m.group(3), m.group(1), m.group(2)))
+                continue
+            if line.startswith("-- "):
+                section = line.rsplit("/", 1)[-1] if "/" in line else line[3:]
+                continue
+            if section and section.endswith("_waiters"):
+                w = line.split()
+                if len(w) >= 4:
+                    facts.append("node %d lock %s waits for a %s reply from node %s" % (
+                        node, w[0], WAIT_TYPES.get(int(w[1]), "type %s" % w[1]), w[2]))
+            elif section == "sockets" and re.search(r":21064\b", line):
+                sockets += 1
+    facts.append("%d DLM TCP socket(s) open" % sockets)
+    return "; ".join(facts)
+
+
 # --- helpers shared by scenarios ---------------------------------------------
 
 def lvb_value(cl, node, ls=LS, res=RES, extra=""):
@@ -199,12 +252,12 @@ def sc_resets(cl, ctx):
     conn0 = dmesg_count(cl, ids, "got connection from")
     hub0 = cl.hub.stats()
     # Phase 1: the hub kills every port-21064 connection every 200 ms.
+    secs = ctx.args.resets_secs
     cl.hub.cmd("reset-every 200")
-    ctx.say("hub: reset-every 200 ms for 30 s while 3 nodes torture")
-    pend = {i: start_torture(cl, i, 30, "r%d" % i) for i in ids}
+    ctx.say("hub: reset-every 200 ms for %d s while 3 nodes torture" % secs)
+    pend = {i: start_torture(cl, i, secs, "r%d" % i) for i in ids}
     try:
-        with StallWatch(cl, ctx):
-            totals = torture_totals(pend)
+        totals = watched_totals(cl, ctx, pend, "hub resets")
     finally:
         cl.hub.cmd("reset-stop")
     hub1 = cl.hub.stats()
@@ -231,8 +284,7 @@ def sc_resets(cl, ctx):
         "grep -c 21064); n=$((n+k)); usleep 200000; done; echo sskill killed=$n",
         timeout=60)
     pend = {i: start_torture(cl, i, 10, "s%d" % i) for i in ids}
-    with StallWatch(cl, ctx):
-        totals2 = torture_totals(pend)
+    totals2 = watched_totals(cl, ctx, pend, "ss -K resets")
     killed = int(killer.wait().kv("sskill")["killed"])
     s2 = sum(t for t, _ in totals2.values())
     v2 = lvb_value(cl, 1)
@@ -397,15 +449,21 @@ def sc_gfs2(cl, ctx):
 SCENARIOS = [
     # name, function, host timeout (s), cluster options
     ("join", sc_join, 240, {}),
-    ("resets", sc_resets, 300, {}),
+    ("resets", sc_resets, 300, {}),  # + the extra --resets-secs beyond 30
     ("leave-rejoin", sc_leave_rejoin, 300, {}),
     ("kill", sc_kill, 300, {}),
     ("gfs2", sc_gfs2, 420, {"mkfs": True}),
 ]
 
 # Scenarios the stock C layer demonstrably fails (evidence in
-# Documentation/testing.rst).  Never applies when any node runs our dlm.ko.
-XFAIL_STOCK = {}
+# Documentation/testing.rst): name -> regular expression the failure message
+# must match to count as the expected failure (anything else is a plain
+# FAIL).  Never applies when any node runs another dlm.ko.
+XFAIL_STOCK = {
+    # Stock 7.2 lowcomms/midcomms: a reply lost with a reset connection is
+    # never retransmitted and every node waits for it (testing.rst, "resets").
+    "resets": r"lock traffic STALLED under (hub|ss -K) resets",
+}
 
 
 def run_scenario(name, fn, timeout, opts, args, t0):
@@ -419,6 +477,9 @@ def run_scenario(name, fn, timeout, opts, args, t0):
                    log=lambda m: print("[%5.0fs] %s: %s" % (time.monotonic() - t0, name, m),
                                        flush=True))
     ctx = Ctx(cl, name, t0)
+    ctx.args = args
+    if name == "resets":
+        timeout += max(0, args.resets_secs - 30)
     timeout *= cl.scale
     start = time.monotonic()
     err = None
@@ -466,6 +527,8 @@ def main():
     ap.add_argument("--break", dest="break_assert", metavar="NAME",
                     help="fail scenario NAME on purpose (to show failures propagate); "
                     "NAME:console fakes a kernel WARNING on node 2's console instead")
+    ap.add_argument("--resets-secs", type=int, default=30,
+                    help="length of the hub reset phase of the resets scenario (default 30)")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()
     if args.list:
@@ -496,13 +559,15 @@ def main():
         C.initramfs.build(args.kdir, args.initrd, alts[0] if alts else None)
     passed = failed = 0
     summary = []
+    xfails = []
     for name, fn, timeout, opts in chosen:
         print("=== %s" % name, flush=True)
         err, secs, numbers, rundir = run_scenario(name, fn, timeout, opts, args, t0)
         nums = " ".join("%s=%s" % kv for kv in numbers.items())
-        if err and stock and name in XFAIL_STOCK:
+        if err and stock and name in XFAIL_STOCK and re.search(XFAIL_STOCK[name], err):
             verdict = "XFAIL"
             passed += 1
+            xfails.append(name)
         elif err:
             verdict = "FAIL"
             failed += 1
@@ -517,6 +582,9 @@ def main():
     print("--- summary (%.0fs)" % (time.monotonic() - t0))
     for line in summary:
         print(line)
+    if xfails:
+        print("expected failures of the stock C layer (counted as passed; see "
+              "Documentation/testing.rst): %s" % ",".join(xfails))
     print("%d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 
