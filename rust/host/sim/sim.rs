@@ -799,14 +799,12 @@ impl Sim {
                     _ => {}
                 }
                 // Random connection resets, on links that carry bytes.
-                if kind <= 3 && self.rng.permille(8) {
+                if kind <= 3 && self.rng.permille(10) {
                     self.reset_link(li);
                 }
                 self.check_bounds(li)?;
             }
-            acts.clear();
-            self.link_actions(li, &mut acts);
-            if acts.is_empty() {
+            if !self.has_actions(li) {
                 // Swap-remove li from busy.
                 let p = pos[li];
                 let last = busy.pop().expect("busy");
@@ -818,6 +816,25 @@ impl Sim {
             }
         }
         self.final_check()
+    }
+
+    /// `link_actions` is not empty, cheaper.
+    fn has_actions(&self, li: usize) -> bool {
+        let l = &self.links[li];
+        if l.up {
+            if !l.dir[0].wq.is_empty()
+                || !l.dir[1].wq.is_empty()
+                || l.dir[0].inflight_len() > 0
+                || l.dir[1].inflight_len() > 0
+            {
+                return true;
+            }
+        } else if self.wants_connection(li) {
+            return true;
+        }
+        (l.phase == Phase::Joined && self.can_app_send(li))
+            || self.has_control(li)
+            || (l.up && l.quiet() && self.needs_status(li))
     }
 
     fn link_actions(&self, li: usize, actions: &mut Vec<u8>) {
@@ -929,7 +946,7 @@ impl Sim {
     }
 
     fn transmit(&mut self, li: usize, d: usize) {
-        let max = if self.rng.permille(500) { 64 } else { 6000 };
+        let max = if self.rng.permille(300) { 64 } else { 6000 };
         let chunk = self.rng.range(1, max) as usize;
         let dir = &mut self.links[li].dir[d];
         let Some(p) = dir.wq.front_mut() else { return };
@@ -951,7 +968,7 @@ impl Sim {
     }
 
     fn receive(&mut self, li: usize, d: usize) {
-        let max = if self.rng.permille(500) { 40 } else { 9000 };
+        let max = if self.rng.permille(300) { 40 } else { 9000 };
         let chunk = self.rng.range(1, max) as usize;
         // Direction d goes to side 1 - d.
         let side = 1 - d;
