@@ -144,12 +144,14 @@ def stage_modules(kdir):
 
 
 def busybox_path():
+    """The host's busybox if it is static (busybox-static), by ldd."""
     for p in ("/bin/busybox", "/usr/bin/busybox"):
         if os.path.exists(p):
-            out = subprocess.run(["file", "-L", p], capture_output=True, text=True).stdout
-            if "statically linked" in out or "static-pie" in out:
+            r = subprocess.run(["ldd", p], capture_output=True, text=True)
+            out = r.stdout + r.stderr
+            if "not a dynamic executable" in out or "statically linked" in out:
                 return p
-    raise SystemExit("busybox-static not found (apt-get install busybox-static)")
+    raise SystemExit("static busybox not found (apt-get install busybox-static)")
 
 
 def ldd_libs(path):
