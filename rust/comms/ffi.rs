@@ -87,6 +87,7 @@ extern "C" {
     pub(crate) fn tcp_sock_set_nodelay(sk: *mut bindings::sock);
     pub(crate) fn sock_set_reuseaddr(sk: *mut bindings::sock);
     pub(crate) fn sock_set_mark(sk: *mut bindings::sock, val: u32);
+    pub(crate) fn sock_no_linger(sk: *mut bindings::sock);
 
     // The lock manager (same module).
     pub(crate) fn dlm_receive_buffer(p: *const c_void, nodeid: c_int);

@@ -887,7 +887,12 @@ fn drain(c: &Comms, node: &Arc<Node>, conn: &mut Conn) -> Drain {
         }
         let complete = match midcomms::frame(node.nodeid, &buf) {
             Ok(n) => n,
-            Err(()) => return Drain::Closed,
+            Err(()) => {
+                // The stream cannot be split any more: reset it, so the peer (C or ours) sees an
+                // error, reconnects and retransmits everything unacknowledged.
+                sock.set_abort_on_close();
+                return Drain::Closed;
+            }
         };
         conn.leftover.clear();
         if conn

@@ -380,6 +380,13 @@ impl Socket {
         unsafe { ffi::dlm_rs_sk_err(sk) }
     }
 
+    /// Makes the coming release reset the connection (`SO_LINGER` 0): the peer sees an error
+    /// instead of an orderly end of stream, which makes a C peer retransmit its unacked messages.
+    pub(crate) fn set_abort_on_close(&self) {
+        // SAFETY: `sk()` is valid by the type invariant.
+        unsafe { ffi::sock_no_linger(self.sk()) }
+    }
+
     /// Half-closes the sending side (`SHUT_WR`).
     pub(crate) fn shutdown_write(&self) -> Result {
         // SAFETY: The socket is valid.
