@@ -99,6 +99,15 @@ class ParseTest(unittest.TestCase):
         self.assertIn("node 3 lock 2 waits for a REQUEST reply from node 1", s)
         self.assertIn("1 DLM TCP socket(s) open", s)
 
+    def test_xfail_only_for_stalls(self):
+        rx = S.XFAIL_STOCK["resets"]
+        import re
+        self.assertTrue(re.search(rx, "lock traffic STALLED under hub resets: node 1 has"))
+        self.assertTrue(re.search(rx, "lock traffic STALLED under in-guest (ss -K, nft) "
+                                      "resets for more than 25s"))
+        self.assertFalse(re.search(rx, "LVB counter 5 != sum of increments 6"))
+        self.assertFalse(re.search(rx, "console reports: node 2: WARNING:"))
+
     def test_region_content(self):
         self.assertEqual(len(S.region_content(2)), S.GFS_REGION)
         self.assertTrue(S.region_content(2).startswith(b"node 2 region node 2 region "))
