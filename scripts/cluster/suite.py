@@ -258,6 +258,10 @@ def sc_resets(cl, ctx):
     pend = {i: start_torture(cl, i, secs, "r%d" % i) for i in ids}
     try:
         totals = watched_totals(cl, ctx, pend, "hub resets")
+    except Failed as e:
+        st = cl.hub.stats()
+        raise Failed("%s [before and during the stall the hub reset %d connections]" % (
+            e, int(st["resets"]) - int(hub0["resets"])))
     finally:
         cl.hub.cmd("reset-stop")
     hub1 = cl.hub.stats()
