@@ -9,6 +9,9 @@
 #                        prefers it over the stock fs/dlm/dlm.ko
 #   make module-clean    remove build/kmod
 #
+# DLMRS_KMOD=DIR builds elsewhere (e.g. one directory per kernel flavour);
+# LLVM=1 is passed on automatically for a clang-built $(KDIR).
+#
 # The lock-manager C files are not part of dlm-rs: they are symlinked from
 # $(KDIR)/fs/dlm at build time into the gitignored build/kmod, next to
 # symlinks to our Rust crate and C shim, and Kbuild links all of them into one
@@ -20,6 +23,11 @@ DLMRS_KMOD  := $(DLMRS_TOP)/build/kmod
 # Every fs/dlm C file except the two comms files we replace.
 DLMRS_C_OUT := lowcomms.c midcomms.c
 DLMRS_JOBS  ?= 2
+# A tree built with clang (the debug flavour) needs the same LLVM toolchain for
+# its modules: LLVM=-<major> when only the versioned clang-<major> exists.
+dlmrs_clang_major = $(shell sed -n 's/^CONFIG_CLANG_VERSION=\([0-9]*\)[0-9]\{4\}$$/\1/p' "$(KDIR)/.config" 2>/dev/null)
+# scripts/kernel.sh records the flags it built the tree with in .dlmrs-make-flags.
+dlmrs_llvm = $(if $(LLVM),LLVM=$(LLVM),$(if $(wildcard $(KDIR)/.dlmrs-make-flags),$(shell cat "$(KDIR)/.dlmrs-make-flags"),$(if $(shell grep -s '^CONFIG_CC_IS_CLANG=y' "$(KDIR)/.config"),$(if $(shell command -v clang),LLVM=1,LLVM=-$(dlmrs_clang_major)))))
 
 .PHONY: modules modules_install module-clean module-links
 
@@ -42,11 +50,11 @@ module-links:
 	done
 
 modules: module-links
-	$(MAKE) -C "$(KDIR)" M="$(DLMRS_KMOD)" -j$(DLMRS_JOBS) $(if $(CLIPPY),CLIPPY=1) modules
+	$(MAKE) -C "$(KDIR)" M="$(DLMRS_KMOD)" -j$(DLMRS_JOBS) $(dlmrs_llvm) $(if $(CLIPPY),CLIPPY=1) modules
 	@echo "dlm-rs: built $(DLMRS_KMOD)/dlm.ko"
 
 modules_install: modules
-	$(MAKE) -C "$(KDIR)" M="$(DLMRS_KMOD)" INSTALL_MOD_DIR=updates \
+	$(MAKE) -C "$(KDIR)" M="$(DLMRS_KMOD)" INSTALL_MOD_DIR=updates $(dlmrs_llvm) \
 		$(if $(INSTALL_MOD_PATH),INSTALL_MOD_PATH="$(INSTALL_MOD_PATH)") modules_install
 
 module-clean:
