@@ -108,7 +108,7 @@ unsafe extern "C" fn dlm_lowcomms_new_msg(
 unsafe extern "C" fn dlm_lowcomms_commit_msg(msg: *mut c_void) {
     // SAFETY: Per the contract `msg` is a live handle; the caller keeps it until put.
     let h = unsafe { &*msg.cast::<Handle>() };
-    h.commit();
+    h.commit(core::ptr::null(), 0);
 }
 
 /// # Safety
@@ -172,12 +172,12 @@ unsafe extern "C" fn dlm_midcomms_get_mhandle(
 #[no_mangle]
 unsafe extern "C" fn dlm_midcomms_commit_mhandle(
     mh: *mut c_void,
-    _name: *const c_void,
-    _namelen: c_int,
+    name: *const c_void,
+    namelen: c_int,
 ) {
     // SAFETY: Per the contract this is the handle's only and last use.
     let h = unsafe { KBox::from_raw(mh.cast::<Handle>()) };
-    h.commit();
+    h.commit(name, namelen);
 }
 
 /// # Safety

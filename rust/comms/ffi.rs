@@ -82,6 +82,19 @@ extern "C" {
     pub(crate) fn dlm_rs_memalloc_nofs_save() -> c_uint;
     pub(crate) fn dlm_rs_memalloc_nofs_restore(flags: c_uint);
 
+    pub(crate) fn dlm_rs_trace_send(nodeid: c_int, ret: c_int);
+    pub(crate) fn dlm_rs_trace_recv(nodeid: c_int, ret: c_int);
+    pub(crate) fn dlm_rs_trace_send_message(
+        dst: u32,
+        seq: u32,
+        ms: *const c_void,
+        name: *const c_void,
+        namelen: c_int,
+    );
+    pub(crate) fn dlm_rs_trace_send_rcom(dst: u32, seq: u32, rc: *const c_void);
+    pub(crate) fn dlm_rs_trace_recv_message(dst: u32, seq: u32, ms: *const c_void);
+    pub(crate) fn dlm_rs_trace_recv_rcom(dst: u32, seq: u32, rc: *const c_void);
+
     // Exported by the networking core; declared in headers bindgen does not include.
     pub(crate) fn release_sock(sk: *mut bindings::sock);
     pub(crate) fn tcp_sock_set_nodelay(sk: *mut bindings::sock);

@@ -63,3 +63,55 @@ pub(crate) fn jiffies() -> usize {
     // SAFETY: `jiffies` is a kernel global that is only ever read atomically by word.
     unsafe { core::ptr::read_volatile(&raw const bindings::jiffies) as usize }
 }
+
+/// The comms tracepoints of `include/trace/events/dlm.h`.
+pub(crate) mod trace {
+    use super::super::ffi;
+    use kernel::ffi::{c_int, c_void};
+
+    /// `dlm_send`: result of one `sock_sendmsg()`.
+    pub(crate) fn send(nodeid: i32, ret: c_int) {
+        // SAFETY: Plain values.
+        unsafe { ffi::dlm_rs_trace_send(nodeid, ret) }
+    }
+
+    /// `dlm_recv`: result of one `kernel_recvmsg()`.
+    pub(crate) fn recv(nodeid: i32, ret: c_int) {
+        // SAFETY: Plain values.
+        unsafe { ffi::dlm_rs_trace_recv(nodeid, ret) }
+    }
+
+    /// `dlm_send_message` or `dlm_send_rcom` for a sequenced message about to be queued.
+    /// `inner` is the whole inner DLM_MSG (at least 88 bytes) or DLM_RCOM (at least 48).
+    pub(crate) fn send_inner(dst: i32, seq: u32, inner: &[u8], name: *const c_void, namelen: i32) {
+        let ptr = inner.as_ptr().cast::<c_void>();
+        match inner.get(14) {
+            // SAFETY: `ptr` is a complete message of the type the tracepoint reads; `name` is
+            // the caller's (lock.c's) buffer of `namelen` bytes or null.
+            Some(1) if inner.len() >= 88 => unsafe {
+                ffi::dlm_rs_trace_send_message(dst as u32, seq, ptr, name, namelen)
+            },
+            // SAFETY: As above, a complete DLM_RCOM.
+            Some(2) if inner.len() >= 48 => unsafe {
+                ffi::dlm_rs_trace_send_rcom(dst as u32, seq, ptr)
+            },
+            _ => {}
+        }
+    }
+
+    /// `dlm_recv_message` or `dlm_recv_rcom` for a sequenced message delivered in order.
+    pub(crate) fn recv_inner(dst: i32, seq: u32, inner: &[u8]) {
+        let ptr = inner.as_ptr().cast::<c_void>();
+        match inner.get(14) {
+            // SAFETY: A complete, validated DLM_MSG.
+            Some(1) if inner.len() >= 88 => unsafe {
+                ffi::dlm_rs_trace_recv_message(dst as u32, seq, ptr)
+            },
+            // SAFETY: A complete, validated DLM_RCOM.
+            Some(2) if inner.len() >= 48 => unsafe {
+                ffi::dlm_rs_trace_recv_rcom(dst as u32, seq, ptr)
+            },
+            _ => {}
+        }
+    }
+}

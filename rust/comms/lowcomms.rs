@@ -28,7 +28,7 @@ use kernel::{
 
 use super::{
     ffi::{self, SkCallbacks},
-    log::{log_print, log_print_ratelimited},
+    log::{log_print, log_print_ratelimited, trace},
     midcomms,
     node::{io, Conn, Node},
     sock::{Io, SockAddr, Socket},
@@ -757,7 +757,16 @@ fn send_one(node: &Arc<Node>, sock: &Socket) -> SendStep {
         }
     };
     let (page, off, len) = next;
-    match sock.send_page(&page, off, len) {
+    let res = sock.send_page(&page, off, len);
+    trace::send(
+        node.nodeid,
+        match &res {
+            Ok(Io::Done(n)) => *n as i32,
+            Ok(Io::Again) => -(bindings::EAGAIN as i32),
+            Err(e) => e.to_errno(),
+        },
+    );
+    match res {
         Ok(Io::Done(n)) => {
             node.tx.lock().wq.complete(&page, n);
             SendStep::Sent
@@ -876,7 +885,16 @@ fn drain(c: &Comms, node: &Arc<Node>, conn: &mut Conn) -> Drain {
         // only count the bytes it reports as written.
         let spare: &mut [u8] =
             unsafe { core::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare_len) };
-        match sock.recv(spare) {
+        let res = sock.recv(spare);
+        trace::recv(
+            node.nodeid,
+            match &res {
+                Ok(Io::Done(n)) => *n as i32,
+                Ok(Io::Again) => -(bindings::EAGAIN as i32),
+                Err(e) => e.to_errno(),
+            },
+        );
+        match res {
             Ok(Io::Again) => return Drain::Done,
             Ok(Io::Done(0)) => return Drain::Closed,
             Ok(Io::Done(n)) => {

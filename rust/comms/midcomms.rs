@@ -26,7 +26,7 @@ use crate::proto::{
 
 use super::{
     ffi,
-    log::{jiffies, log_print, log_print_ratelimited},
+    log::{jiffies, log_print, log_print_ratelimited, trace},
     lowcomms::{self, our_nodeid, queue_swork, MAX_SOCKET_BUFSIZE},
     node::{io, Entry, MsgRef, Node, Tx, UnackedList, WriteQueue},
     page::SendPage,
@@ -52,7 +52,7 @@ struct NodeIo<'a> {
     wq: &'a mut WriteQueue,
     /// Start of the frame being processed, to locate a delivered message in it.
     frame: *const u8,
-    deliver: Option<(usize, usize)>,
+    deliver: Option<(usize, usize, Option<Seq>)>,
     kick: bool,
     wake: bool,
 }
@@ -99,10 +99,10 @@ impl<'a> NodeIo<'a> {
 impl PeerIo for NodeIo<'_> {
     type Entry = MsgRef;
 
-    fn deliver(&mut self, msg: Message<'_>, _seq: Option<Seq>) {
+    fn deliver(&mut self, msg: Message<'_>, seq: Option<Seq>) {
         let b = msg.bytes();
         let off = (b.as_ptr() as usize).wrapping_sub(self.frame as usize);
-        self.deliver = Some((off, b.len()));
+        self.deliver = Some((off, b.len(), seq));
     }
 
     fn send_ack(&mut self, ack: Seq) {
@@ -204,8 +204,11 @@ fn with_peer<R>(
     if wake {
         node.wait.notify_all();
     }
-    if let Some((off, len)) = deliver {
+    if let Some((off, len, seq)) = deliver {
         if let Some(msg) = frame.get(off..off + len) {
+            if let Some(seq) = seq {
+                trace::recv_inner(our_nodeid(), seq.get(), msg);
+            }
             // SAFETY: `msg` is one whole, validated DLM_MSG or DLM_RCOM; `dlm_receive_buffer`
             // does not keep the pointer.
             unsafe { ffi::dlm_receive_buffer(msg.as_ptr().cast::<c_void>(), node.nodeid) };
@@ -252,6 +255,7 @@ pub(crate) struct Handle {
     off: usize,
     len: usize,
     sequenced: bool,
+    seq: u32,
 }
 
 impl Handle {
@@ -261,13 +265,16 @@ impl Handle {
         self.page.ptr_at(self.off + skip)
     }
 
-    /// Ends the reservation and queues transmission.
-    pub(crate) fn commit(&self) {
-        let mut tx = self.node.tx.lock();
+    /// Ends the reservation and queues transmission; `name`/`namelen` only go to the
+    /// `dlm_send_message` tracepoint, as in C.
+    pub(crate) fn commit(&self, name: *const c_void, namelen: i32) {
         if self.sequenced {
             // SAFETY: The reservation is still ours; fill in `o_nextcmd` from the inner header.
-            let _ = wire::set_opts_nextcmd(unsafe { self.page.bytes_mut(self.off, self.len) });
+            let b = unsafe { self.page.bytes_mut(self.off, self.len) };
+            let _ = wire::set_opts_nextcmd(b);
+            trace::send_inner(self.node.nodeid, self.seq, &b[OPTS_LEN..], name, namelen);
         }
+        let mut tx = self.node.tx.lock();
         if tx.wq.commit(&self.page) {
             queue_swork(&self.node);
         }
@@ -300,6 +307,7 @@ pub(crate) fn new_plain(
             off: r.off,
             len,
             sequenced: false,
+            seq: 0,
         },
     ))
 }
@@ -326,7 +334,7 @@ pub(crate) fn get_mhandle(node: Arc<Node>, len: usize) -> Option<KBox<Handle>> {
                 // SAFETY: The reservation is ours until commit.
                 let b = unsafe { r.page.bytes_mut(r.off, OPTS_LEN) };
                 let _ = wire::encode_opts_header(b, our, seq.get(), len);
-                placed = Some((r.page.clone(), r.off));
+                placed = Some((r.page.clone(), r.off, seq.get()));
                 MsgRef {
                     page: Some(r.page),
                     off: r.off,
@@ -342,7 +350,7 @@ pub(crate) fn get_mhandle(node: Arc<Node>, len: usize) -> Option<KBox<Handle>> {
     })?;
     match res {
         Ok(_) => {
-            let (page, off) = placed?;
+            let (page, off, seq) = placed?;
             Some(KBox::write(
                 slot,
                 Handle {
@@ -351,6 +359,7 @@ pub(crate) fn get_mhandle(node: Arc<Node>, len: usize) -> Option<KBox<Handle>> {
                     off,
                     len: total,
                     sequenced: true,
+                    seq,
                 },
             ))
         }
@@ -364,6 +373,7 @@ pub(crate) fn get_mhandle(node: Arc<Node>, len: usize) -> Option<KBox<Handle>> {
                     off: r.off,
                     len,
                     sequenced: false,
+                    seq: 0,
                 },
             ))
         }

@@ -14,6 +14,9 @@
 #include <linux/spinlock.h>
 #include <net/sock.h>
 
+#include "dlm_internal.h"
+#include <trace/events/dlm.h>
+
 #include "dlm_shim.h"
 
 void dlm_rs_spin_lock_bh(spinlock_t *lock)
@@ -142,4 +145,37 @@ unsigned int dlm_rs_memalloc_nofs_save(void)
 void dlm_rs_memalloc_nofs_restore(unsigned int flags)
 {
 	memalloc_nofs_restore(flags);
+}
+
+/* The comms tracepoints of include/trace/events/dlm.h (defined in main.c). */
+
+void dlm_rs_trace_send(int nodeid, int ret)
+{
+	trace_dlm_send(nodeid, ret);
+}
+
+void dlm_rs_trace_recv(int nodeid, int ret)
+{
+	trace_dlm_recv(nodeid, ret);
+}
+
+void dlm_rs_trace_send_message(u32 dst, u32 seq, const void *ms,
+			       const void *name, int namelen)
+{
+	trace_dlm_send_message(dst, seq, ms, name, namelen);
+}
+
+void dlm_rs_trace_send_rcom(u32 dst, u32 seq, const void *rc)
+{
+	trace_dlm_send_rcom(dst, seq, rc);
+}
+
+void dlm_rs_trace_recv_message(u32 dst, u32 seq, const void *ms)
+{
+	trace_dlm_recv_message(dst, seq, ms);
+}
+
+void dlm_rs_trace_recv_rcom(u32 dst, u32 seq, const void *rc)
+{
+	trace_dlm_recv_rcom(dst, seq, rc);
 }

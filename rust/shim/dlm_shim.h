@@ -45,4 +45,12 @@ void dlm_rs_sock_write_space(struct socket *sock, bool app_limited);
 unsigned int dlm_rs_memalloc_nofs_save(void);
 void dlm_rs_memalloc_nofs_restore(unsigned int flags);
 
+void dlm_rs_trace_send(int nodeid, int ret);
+void dlm_rs_trace_recv(int nodeid, int ret);
+void dlm_rs_trace_send_message(u32 dst, u32 seq, const void *ms,
+			       const void *name, int namelen);
+void dlm_rs_trace_send_rcom(u32 dst, u32 seq, const void *rc);
+void dlm_rs_trace_recv_message(u32 dst, u32 seq, const void *ms);
+void dlm_rs_trace_recv_rcom(u32 dst, u32 seq, const void *rc);
+
 #endif /* DLM_RS_SHIM_H */
