@@ -586,6 +586,7 @@ class Cluster:
         "for f in /sys/kernel/debug/dlm/*_locks; do [ -e \"$f\" ] || continue; "
         "echo \"-- $f\"; cat \"$f\"; done; "
         "echo '-- sockets'; ss -tnoi '( dport = :21064 or sport = :21064 )'; "
+        "echo '-- nft ruleset (must be empty outside injection phases)'; nft list ruleset; "
         "dlm-controller status")
 
     def diagnose(self, why, name="diag"):

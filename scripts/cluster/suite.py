@@ -136,6 +136,8 @@ def summarize_diag(path):
                         node, w[0], WAIT_TYPES.get(int(w[1]), "type %s" % w[1]), w[2]))
             elif section == "sockets" and re.search(r":21064\b", line):
                 sockets += 1
+            elif section and section.startswith("nft ruleset") and line.startswith("table"):
+                facts.append("node %d has an nft %s installed" % (node, line.rstrip(" {")))
     facts.append("%d DLM TCP socket(s) open" % sockets)
     return "; ".join(facts)
 
