@@ -115,6 +115,24 @@ def kernel_release(kdir):
         return f.read().strip()
 
 
+def tree_make_flags(kdir):
+    """The make flags the tree was built with (scripts/kernel.sh records them
+    in .dlmrs-make-flags, e.g. LLVM=-19 for the clang-built debug flavour),
+    so that modules_install does not see a compiler change."""
+    try:
+        with open(os.path.join(kdir, ".dlmrs-make-flags")) as f:
+            return f.read().split()
+    except OSError:
+        pass
+    try:
+        with open(os.path.join(kdir, ".config")) as f:
+            if "CONFIG_CC_IS_CLANG=y" in f.read():
+                return ["LLVM=1"] if shutil.which("clang") else ["LLVM=-19"]
+    except OSError:
+        pass
+    return []
+
+
 def stage_modules(kdir):
     """make modules_install into a cache directory keyed by the tree."""
     built = os.path.join(kdir, ".dlmrs-built")
@@ -131,8 +149,8 @@ def stage_modules(kdir):
     if os.path.exists(tmp):
         shutil.rmtree(tmp)
     os.makedirs(tmp)
-    subprocess.run(["make", "-s", "-C", kdir, "modules_install",
-                    "INSTALL_MOD_PATH=" + tmp, "INSTALL_MOD_STRIP=1"],
+    subprocess.run(["make", "-s", "-C", kdir] + tree_make_flags(kdir) +
+                   ["modules_install", "INSTALL_MOD_PATH=" + tmp, "INSTALL_MOD_STRIP=1"],
                    check=True, stdout=subprocess.DEVNULL)
     open(os.path.join(tmp, ".done"), "w").close()
     try:
