@@ -142,6 +142,7 @@ class Agent:
         self.next_id = 1
         self.dead = None
         self.scale = 1
+        self.ready = threading.Event()
 
     def connect(self, deadline, alive=lambda: True):
         while True:
@@ -168,6 +169,9 @@ class Agent:
                 if not hdr:
                     break
                 parts = hdr.decode(errors="replace").split()
+                if len(parts) == 2 and parts[0] == "READY":
+                    self.ready.set()
+                    continue
                 if len(parts) != 5 or parts[0] != "R":
                     continue
                 cid, rc, no, ne = (int(x) for x in parts[1:])
@@ -277,21 +281,25 @@ class Node:
 
     def connect(self, deadline):
         self.agent.connect(deadline, lambda: self.proc.poll() is None)
-        # Ping until the guest's agent answers (it starts at the end of /init).
+        # Wait for the agent's READY line; as a fallback (READY written
+        # before we connected) ping now and then.
+        last_ping = now()
         while True:
             if self.proc.poll() is not None:
                 raise ClusterError("node %d: qemu exited with %s; see %s" %
                                    (self.id, self.proc.returncode, self.console))
-            try:
+            if self.agent.ready.wait(1):
+                break
+            if now() - last_ping > 30:
+                last_ping = now()
                 r = self.agent.start("cat /run/dlm/node", timeout=5)
-                if r.done.wait(2) and r.result and r.result.rc == 0:
-                    if r.result.out.strip() != str(self.id):
-                        raise ClusterError("node %d answered as %r" % (self.id, r.result.out))
-                    return
-            except NodeDead:
-                raise
+                if r.done.wait(3) and r.result and r.result.rc == 0:
+                    break
             if now() > deadline:
                 raise ClusterError("node %d: agent did not answer; see %s" % (self.id, self.console))
+        r = self.agent.run("cat /run/dlm/node", timeout=30)
+        if r.out.strip() != str(self.id):
+            raise ClusterError("node %d answered as %r" % (self.id, r.out))
 
     def run(self, script, timeout=60, check=True):
         return self.agent.run(script, timeout, check)
