@@ -98,7 +98,7 @@ void dlm_rs_sock_restore_callbacks(struct socket *sock,
 
 void *dlm_rs_sk_user_data(struct sock *sk)
 {
-	return rcu_dereference_sk_user_data(sk);
+	return READ_ONCE(sk->sk_user_data);
 }
 
 struct socket *dlm_rs_sk_socket(struct sock *sk)
