@@ -5,7 +5,9 @@
 #
 #   scripts/check.sh [--only STAGE[,STAGE...]]
 #
-# Stages: setup kernel host harness tools cluster.  Every stage runs even when
+# Stages: setup kernel host harness tools module cluster.  The cluster stage
+# runs the suite on the stock C layer, on our dlm.ko on every node, and on the
+# two mixed clusters (1 ours + 2 stock, 2 ours + 1 stock).  Every stage runs even when
 # an earlier one failed (unless it needs what failed); the last line is
 # "check: N passed, M failed" with the tests of every stage added up, and the
 # exit code is non-zero when anything failed.
@@ -109,14 +111,47 @@ if want tools || want cluster; then
 	fi
 fi
 
-if want cluster; then
+ours=""
+if want module || want cluster; then
 	if [ -n "$kdir" ]; then
-		run cluster python3 scripts/cluster/suite.py --kdir "$kdir"
-		rc=$?
-		count_plain "$logdir/cluster.log" || fail "cluster suite printed no result line"
-		[ $rc -eq 0 ] || fail "cluster suite"
+		# One build, checked by clippy on the way: any warning fails the stage.
+		make -s module-clean
+		if run module make -s modules CLIPPY=1 KDIR="$kdir"; then
+			ours="$top/build/kmod/dlm.ko"
+			if grep -Eq '^(warning|error)(\[|:)' "$logdir/module.log"; then
+				fail "dlm.ko build has warnings (make CLIPPY=1)"
+			else
+				want module && passed=$((passed + 1))
+			fi
+		else
+			fail "dlm.ko build"
+		fi
 	else
+		fail "dlm.ko build (no kernel)"
+	fi
+fi
+
+# suite NAME DLM-SPEC: one run of the cluster suite.
+suite() {
+	local name=$1 dlm=$2 rc
+	run "$name" python3 scripts/cluster/suite.py --kdir "$kdir" --dlm "$dlm"
+	rc=$?
+	count_plain "$logdir/$name.log" || fail "$name: suite printed no result line"
+	[ $rc -eq 0 ] || fail "$name"
+}
+
+if want cluster; then
+	if [ -z "$kdir" ]; then
 		fail "cluster suite (no kernel)"
+	else
+		suite cluster-stock stock
+		if [ -n "$ours" ]; then
+			suite cluster-ours "$ours"
+			suite cluster-mixed-1 "$ours,stock,stock"
+			suite cluster-mixed-2 "$ours,$ours,stock"
+		else
+			fail "cluster suites with our dlm.ko (not built)"
+		fi
 	fi
 fi
 
