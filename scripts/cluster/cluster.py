@@ -619,11 +619,22 @@ class Cluster:
         return path
 
     def kmemleak_scan(self):
-        """Debug flavour: ask kmemleak for a scan on every live node."""
+        """Debug flavour: ask kmemleak for a scan on every live node.  A
+        non-empty report is saved as kmemleak<N>.txt in the run directory
+        and returned as {node: [lines]} (a test failure)."""
+        found = {}
         for i in self.alive():
-            self.nodes[i].run("[ -e /sys/kernel/debug/kmemleak ] || exit 0; "
-                              "echo scan > /sys/kernel/debug/kmemleak; sleep 1; "
-                              "cat /sys/kernel/debug/kmemleak > /dev/kmsg", timeout=120)
+            r = self.nodes[i].run("[ -e /sys/kernel/debug/kmemleak ] || exit 0; "
+                                  "echo scan > /sys/kernel/debug/kmemleak; sleep 1; "
+                                  "cat /sys/kernel/debug/kmemleak", timeout=120)
+            if r.out.strip():
+                path = os.path.join(self.dir, "kmemleak%d.txt" % i)
+                with open(path, "w") as f:
+                    f.write(r.out)
+                lines = r.out.splitlines()
+                found[i] = ["kmemleak: %d report lines in %s; first: %s" % (
+                    len(lines), path, lines[0])] + lines[1:6]
+        return found
 
 
 class Hub:

@@ -328,7 +328,8 @@ def sc_leave_rejoin(cl, ctx):
     ids = cl.alive()
     cl.join(LS, ids)
     anchor(cl, ctx)
-    pend = {i: start_torture(cl, i, 45, "l%d" % i) for i in (1, 2)}
+    # Long enough to outlast node 3's leave and rejoin (3x on a debug kernel).
+    pend = {i: start_torture(cl, i, 45 * cl.scale, "l%d" % i) for i in (1, 2)}
     t3a, _ = torture_total(start_torture(cl, 3, 5, "l3a"))
     m = master_of(cl)
     ctx.say("node 3 did %d increments; %s is mastered by node %s; node 3 leaves" %
@@ -521,8 +522,10 @@ def run_scenario(name, fn, timeout, opts, args, t0):
             # Prove the console scan bites: a fake kernel warning line.
             cl.node(2).run("echo 'WARNING: CPU: 0 PID: 1 deliberate (--break %s:console)' "
                            "> /dev/kmsg" % name)
-        cl.kmemleak_scan()
+        leaks = cl.kmemleak_scan()
         bad = cl.console_problems()
+        for i, lines in leaks.items():
+            bad.setdefault(i, []).extend(lines)
         n_lines = sum(len(n.console_text().splitlines()) for n in cl.nodes.values())
         check(not bad, "console reports: %s" % "; ".join(
             "node %d: %s" % (i, " | ".join(l[:200] for l in ls[:5])) for i, ls in bad.items()))
