@@ -26,6 +26,8 @@ use kernel::{
     workqueue::{impl_has_work, new_work, Queue, Work, WorkItem}, //
 };
 
+use crate::proto::reliable::UnackedQueue;
+
 use super::{
     ffi::{self, SkCallbacks},
     log::{log_print, log_print_ratelimited, trace},
@@ -677,6 +679,15 @@ impl WorkItem<0> for Comms {
                     let mut other = node.other.lock();
                     other.close();
                     other.sock = Some(sock);
+                    // A peer that connects again while we still have a main socket may have lost
+                    // its end of it (a reset we never saw, so our socket looks alive): send the
+                    // unacknowledged messages again.  On a live socket they are duplicates the
+                    // peer drops and re-acks; on a dead one the peer's reset makes us reconnect.
+                    let tx = node.tx.lock();
+                    if tx.unacked.len() != 0 {
+                        node.io_test_and_set(io::RESEND);
+                        queue_swork(&node);
+                    }
                 }
             }
             node.io.fetch_or(io::RECV_INTR, Ordering::AcqRel);

@@ -466,11 +466,31 @@ pub(crate) fn resend_unacked(node: &Arc<Node>) -> bool {
         rio.fresh
     };
     if !fresh.entries.is_empty() {
-        let mut entries: KVec<Entry> = fresh.entries;
-        if entries.reserve(tx.wq.entries.len(), GFP_ATOMIC).is_err() {
+        let mut entries: KVec<Entry> = KVec::new();
+        if entries
+            .reserve(fresh.entries.len() + tx.wq.entries.len(), GFP_ATOMIC)
+            .is_err()
+        {
             return false;
         }
-        for e in tx.wq.entries.drain_all() {
+        let mut old = tx.wq.entries.drain_all();
+        // A partly sent head page (on a connection that is still up) must finish first.
+        let mut head = None;
+        if let Some(first) = old.next() {
+            if first.dirty {
+                let _ = entries.push_within_capacity(first);
+            } else {
+                head = Some(first);
+            }
+        }
+        let mut fresh_entries = fresh.entries;
+        for e in fresh_entries.drain_all() {
+            let _ = entries.push_within_capacity(e);
+        }
+        if let Some(e) = head {
+            let _ = entries.push_within_capacity(e);
+        }
+        for e in old {
             let _ = entries.push_within_capacity(e);
         }
         tx.wq.entries = entries;
