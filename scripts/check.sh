@@ -98,14 +98,18 @@ if want host; then
 fi
 
 if want harness; then
-	run harness-unit python3 -m unittest discover -v -s scripts/tests
-	rc=$?
-	p=$(grep -Eo '^Ran [0-9]+ test' "$logdir/harness-unit.log" | awk '{print $2}')
-	if [ $rc -eq 0 ] && [ -n "$p" ] && [ "$p" -gt 0 ]; then
-		passed=$((passed + p))
-	else
-		fail "harness unit tests (scripts/tests)"
-	fi
+	# The hub's tests (scripts/tests) and the cluster runner's (scripts/cluster).
+	for dir in scripts/tests scripts/cluster; do
+		name=harness-unit-$(basename "$dir")
+		run "$name" python3 -m unittest discover -v -s "$dir" -p 'test_*.py'
+		rc=$?
+		p=$(grep -Eo '^Ran [0-9]+ test' "$logdir/$name.log" | awk '{print $2}')
+		if [ $rc -eq 0 ] && [ -n "$p" ] && [ "$p" -gt 0 ]; then
+			passed=$((passed + p))
+		else
+			fail "harness unit tests ($dir)"
+		fi
+	done
 fi
 
 if want tools || want cluster; then
