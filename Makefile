@@ -4,10 +4,12 @@
 #
 #   make              build dlm.ko (Rust comms + the lock-manager C files of $(KDIR)/fs/dlm)
 #   make kernel       fetch and build the cached test kernel (FLAVOUR=base|debug)
-#   make cluster      the main job: boot a 3-node QEMU cluster and run lock traffic across it
+#   make cluster      the main job: boot a 3-node QEMU cluster with our dlm.ko and run lock
+#                     traffic across it (DLM=stock for the stock C layer, or a comma-separated
+#                     per-node list such as DLM=ours,stock,stock)
 #   make check        every test: host tests of the protocol core, simulator, harness unit
 #                     tests and the cluster suite; ends with "N passed, M failed"
-#   make bench        lock benchmarks on the cluster
+#   make bench        the cluster's torture and bench numbers, stock C layer then ours
 #
 # KDIR defaults to the cached test-kernel tree built by scripts/kernel.sh; pass KDIR= to
 # use another Rust-enabled 7.2 tree.
@@ -41,8 +43,17 @@ host-check:
 check:
 	bash scripts/check.sh
 
-cluster: kernel tools
-	python3 scripts/cluster/run.py --kdir $(KDIR)
+OURS := $(CURDIR)/build/kmod/dlm.ko
+DLM ?= ours
+dlm_spec = $(subst ours,$(OURS),$(DLM))
+
+cluster: kernel tools modules
+	python3 scripts/cluster/run.py --kdir $(KDIR) --dlm $(dlm_spec)
+
+bench: kernel tools modules
+	@mkdir -p build
+	python3 scripts/cluster/run.py --kdir $(KDIR) --dlm stock | tee build/bench-stock.log
+	python3 scripts/cluster/run.py --kdir $(KDIR) --dlm $(OURS) | tee build/bench-ours.log
 
 clean: module-clean
 	rm -rf build
