@@ -108,6 +108,34 @@ class ParseTest(unittest.TestCase):
         self.assertFalse(re.search(rx, "LVB counter 5 != sum of increments 6"))
         self.assertFalse(re.search(rx, "console reports: node 2: WARNING:"))
 
+    def test_mixed_stall_blames_the_holder(self):
+        def dump(holder, waiter):
+            return "\n".join([
+                "== node %d" % holder,
+                "comm %d: state=ESTABLISHED flags=0 send_queue_count=7 version=0x00030002"
+                % waiter,
+                "== node %d" % waiter,
+                "-- /sys/kernel/debug/dlm/t_waiters",
+                "2 1 %d counter" % holder,
+            ])
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "diag.txt")
+
+            def verdict(holder, waiter, dlm):
+                with open(path, "w") as f:
+                    f.write(dump(holder, waiter) + "\n")
+                err = "lock traffic STALLED under hub resets: x (dump: %s); then: y" % path
+                return S.stall_of_stock_node(err, dlm)
+            # A stock node holds the reply a node waits for: the stock layer's stall.
+            self.assertTrue(verdict(2, 3, ["ours", "stock", "stock"]))
+            self.assertTrue(verdict(2, 1, ["ours", "stock", "stock"]))
+            # Ours holds it, or every node is ours: never excused.
+            self.assertFalse(verdict(1, 3, ["ours", "stock", "stock"]))
+            self.assertFalse(verdict(2, 3, ["ours", "ours", "ours"]))
+            # No dump to show it: not excused either.
+            self.assertFalse(S.stall_of_stock_node("lock traffic STALLED under hub resets",
+                                                   ["ours", "stock", "stock"]))
+
     def test_region_content(self):
         self.assertEqual(len(S.region_content(2)), S.GFS_REGION)
         self.assertTrue(S.region_content(2).startswith(b"node 2 region node 2 region "))
