@@ -18,7 +18,7 @@ use crate::proto::reliable::UnackedQueue;
 use crate::proto::{
     fin::{State, Wait},
     framer,
-    reliable::peer::{Event, Peer, PeerIo, PeerSendError},
+    peer::{Event, Peer, PeerIo, PeerSendError},
     seq::Seq,
     version::RecvError,
     wire::{self, Message, Version},

@@ -20,8 +20,9 @@ use kernel::{
 };
 
 use crate::proto::{
-    reliable::{peer::Peer, UnackedQueue},
-    seq::Seq,
+    peer::Peer,
+    reliable::UnackedQueue,
+    seq::Seq, //
 };
 
 use super::{

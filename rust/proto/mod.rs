@@ -11,6 +11,7 @@
 
 pub mod fin;
 pub mod framer;
+pub mod peer;
 pub mod reliable;
 pub mod seq;
 pub mod version;

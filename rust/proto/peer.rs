@@ -17,11 +17,11 @@
 //! placement done inside [`PeerIo::send_fin`] and the `build` closure of
 //! [`Peer::send`], which is what keeps wire order equal to sequence order).
 
-use super::super::fin::{self, Actions, Fin, State, Wait};
-use super::super::seq::Seq;
-use super::super::version::{Observed, PeerVersion, RecvError, VersionError};
-use super::super::wire::{self, Body, Message, Version};
-use super::{AckOutcome, Inner, RecvAction, Reliable, SendError, UnackedQueue};
+use super::fin::{self, Actions, Fin, State, Wait};
+use super::reliable::{AckOutcome, Inner, RecvAction, Reliable, SendError, UnackedQueue};
+use super::seq::Seq;
+use super::version::{Observed, PeerVersion, RecvError, VersionError};
+use super::wire::{self, Body, Message, Version};
 
 /// Something worth a (rate-limited) log line or a counter.  None of these
 /// needs any action from the caller.
@@ -356,8 +356,8 @@ impl Peer {
             Err(VersionError::NotDetected) | Err(VersionError::Mismatch { .. }) => {
                 return Err(PeerSendError::NotDetected)
             }
-            Ok(super::super::version::SendMode::Plain) => return Err(PeerSendError::Plain),
-            Ok(super::super::version::SendMode::Sequenced) => {}
+            Ok(super::version::SendMode::Plain) => return Err(PeerSendError::Plain),
+            Ok(super::version::SendMode::Sequenced) => {}
         }
         if self.fin.stop_tx() {
             return Err(PeerSendError::Closing);

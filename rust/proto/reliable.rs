@@ -36,11 +36,6 @@
 
 use super::seq::Seq;
 
-// The per-peer composition of version, reliable and close state.  It lives
-// in its own file; declared here so that rust/proto/mod.rs need not change.
-#[path = "peer.rs"]
-pub mod peer;
-
 /// More than this many messages delivered since our last ACK make the next
 /// send to that peer queue an ACK first (`DLM_SEND_ACK_BACK_MSG_THRESHOLD`).
 pub const SEND_ACK_THRESHOLD: u32 = 32;

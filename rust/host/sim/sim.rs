@@ -47,7 +47,7 @@ use std::rc::Rc;
 
 use dlm_proto::proto::fin::{State, Wait};
 use dlm_proto::proto::framer::Framer;
-use dlm_proto::proto::reliable::peer::{Event, Peer, PeerIo, PeerSendError};
+use dlm_proto::proto::peer::{Event, Peer, PeerIo, PeerSendError};
 use dlm_proto::proto::reliable::{UnackedQueue, MIN_MAX_UNACKED};
 use dlm_proto::proto::seq::Seq;
 use dlm_proto::proto::wire::{self, Cmd, Message};

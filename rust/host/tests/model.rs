@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 
-use dlm_proto::proto::reliable::peer::{Event, Peer, PeerIo};
+use dlm_proto::proto::peer::{Event, Peer, PeerIo};
 use dlm_proto::proto::reliable::UnackedQueue;
 use dlm_proto::proto::seq::Seq;
 use dlm_proto::proto::wire::{self, Cmd, Message};
@@ -391,7 +391,7 @@ impl One {
 }
 
 use dlm_proto::proto::fin::State;
-use dlm_proto::proto::reliable::peer::PeerSendError;
+use dlm_proto::proto::peer::PeerSendError;
 use dlm_proto::proto::wire::Version;
 
 #[test]
