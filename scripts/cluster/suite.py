@@ -244,6 +244,22 @@ def sc_join(cl, ctx):
     check(v == s, "LVB counter %d != sum of increments %d" % (v, s))
     ctx.numbers["torture_ops_per_sec"] = round(s / max(secs, 1), 1)
     ctx.numbers["increments"] = s
+    check_versions(cl, ids)
+
+
+def check_versions(cl, ids):
+    """Every node speaks DLM 3.2 with every other node (midcomms debugfs
+    "version" of each peer): no 3.1 fallback, in mixed clusters too."""
+    for i in ids:
+        out = cl.node(i).run("for c in /sys/kernel/debug/dlm/comms/*; do "
+                             "echo \"peer ${c##*/} $(cat $c/version)\"; done", timeout=30).out
+        seen = dict(re.findall(r"^peer (\d+) (\S+)$", out, re.M))
+        for j in ids:
+            if j == i:
+                continue
+            check(seen.get(str(j)) == "0x00030002",
+                  "node %d speaks version %s with node %d, not 3.2 (0x00030002)" %
+                  (i, seen.get(str(j)), j))
 
 
 def sc_resets(cl, ctx):
