@@ -892,10 +892,10 @@ fn drain(c: &Comms, node: &Arc<Node>, conn: &mut Conn) -> Drain {
         }
         let spare = buf.spare_capacity_mut();
         let spare_len = spare.len();
+        let spare_ptr = spare.as_mut_ptr().cast::<u8>();
         // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; the socket only writes into it and we
         // only count the bytes it reports as written.
-        let spare: &mut [u8] =
-            unsafe { core::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), spare_len) };
+        let spare: &mut [u8] = unsafe { core::slice::from_raw_parts_mut(spare_ptr, spare_len) };
         let res = sock.recv(spare);
         trace::recv(
             node.nodeid,

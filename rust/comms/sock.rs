@@ -220,9 +220,9 @@ impl Socket {
     /// Non-blocking accept; `Ok(None)` when no connection is pending.
     pub(crate) fn accept(&self) -> Result<Option<Socket>> {
         let mut new: *mut bindings::socket = ptr::null_mut();
+        let flags = bindings::O_NONBLOCK as c_int;
         // SAFETY: The socket is valid; `new` is a valid out pointer.
-        let ret =
-            unsafe { bindings::kernel_accept(self.sock, &mut new, bindings::O_NONBLOCK as c_int) };
+        let ret = unsafe { bindings::kernel_accept(self.sock, &mut new, flags) };
         if ret == -(bindings::EAGAIN as c_int) {
             return Ok(None);
         }
