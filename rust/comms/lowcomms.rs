@@ -769,14 +769,7 @@ fn send_one(node: &Arc<Node>, sock: &Socket) -> SendStep {
     };
     let (page, off, len) = next;
     let res = sock.send_page(&page, off, len);
-    trace::send(
-        node.nodeid,
-        match &res {
-            Ok(Io::Done(n)) => *n as i32,
-            Ok(Io::Again) => -(bindings::EAGAIN as i32),
-            Err(e) => e.to_errno(),
-        },
-    );
+    trace::send(node.nodeid, Io::trace_ret(&res));
     match res {
         Ok(Io::Done(n)) => {
             node.tx.lock().wq.complete(&page, n);
@@ -897,14 +890,7 @@ fn drain(c: &Comms, node: &Arc<Node>, conn: &mut Conn) -> Drain {
         // only count the bytes it reports as written.
         let spare: &mut [u8] = unsafe { core::slice::from_raw_parts_mut(spare_ptr, spare_len) };
         let res = sock.recv(spare);
-        trace::recv(
-            node.nodeid,
-            match &res {
-                Ok(Io::Done(n)) => *n as i32,
-                Ok(Io::Again) => -(bindings::EAGAIN as i32),
-                Err(e) => e.to_errno(),
-            },
-        );
+        trace::recv(node.nodeid, Io::trace_ret(&res));
         match res {
             Ok(Io::Again) => return Drain::Done,
             Ok(Io::Done(0)) => return Drain::Closed,

@@ -28,7 +28,7 @@ use super::{
     ffi,
     log::{jiffies, log_print, log_print_ratelimited, trace},
     lowcomms::{self, our_nodeid, queue_swork, MAX_SOCKET_BUFSIZE},
-    node::{io, Entry, MsgRef, Node, Tx, UnackedList, WriteQueue},
+    node::{io, Entry, MsgRef, Node, Reservation, Tx, UnackedList, WriteQueue},
     page::SendPage,
 };
 
@@ -259,6 +259,18 @@ pub(crate) struct Handle {
 }
 
 impl Handle {
+    /// A plain (unsequenced) message of `len` bytes at reservation `r`.
+    fn plain(node: Arc<Node>, r: Reservation, len: usize) -> Self {
+        Handle {
+            node,
+            page: r.page,
+            off: r.off,
+            len,
+            sequenced: false,
+            seq: 0,
+        }
+    }
+
     /// Where the caller builds its message.
     pub(crate) fn payload(&self) -> *mut u8 {
         let skip = if self.sequenced { OPTS_LEN } else { 0 };
@@ -299,17 +311,7 @@ pub(crate) fn new_plain(
         }
         r
     };
-    Ok(KBox::write(
-        slot,
-        Handle {
-            node,
-            page: r.page,
-            off: r.off,
-            len,
-            sequenced: false,
-            seq: 0,
-        },
-    ))
+    Ok(KBox::write(slot, Handle::plain(node, r, len)))
 }
 
 /// `dlm_midcomms_get_mhandle()`: a reservation for a message of `len` bytes to `node`,
@@ -365,17 +367,7 @@ pub(crate) fn get_mhandle(node: Arc<Node>, len: usize) -> Option<KBox<Handle>> {
         }
         Err(PeerSendError::Plain) => {
             let r = node.tx.lock().wq.reserve(len).ok()?;
-            Some(KBox::write(
-                slot,
-                Handle {
-                    node,
-                    page: r.page,
-                    off: r.off,
-                    len,
-                    sequenced: false,
-                    seq: 0,
-                },
-            ))
+            Some(KBox::write(slot, Handle::plain(node, r, len)))
         }
         Err(PeerSendError::NotDetected) => {
             kernel::pr_warn_once!(

@@ -126,6 +126,17 @@ pub(crate) enum Io {
     Again,
 }
 
+impl Io {
+    /// The value C's `dlm_send`/`dlm_recv` tracepoints report for `res`: bytes moved or an errno.
+    pub(crate) fn trace_ret(res: &Result<Io>) -> i32 {
+        match res {
+            Ok(Io::Done(n)) => *n as i32,
+            Ok(Io::Again) => -(bindings::EAGAIN as i32),
+            Err(e) => e.to_errno(),
+        }
+    }
+}
+
 /// An owned kernel socket; released (callbacks restored first) on drop.
 ///
 /// # Invariants
