@@ -900,15 +900,19 @@ fn drain(c: &Comms, node: &Arc<Node>, conn: &mut Conn) -> Drain {
             }
             Err(_) => return Drain::Closed,
         }
-        let complete = match midcomms::frame(node.nodeid, &buf) {
-            Ok(n) => n,
-            Err(()) => {
-                // The stream cannot be split any more: reset it, so the peer (C or ours) sees an
-                // error, reconnects and retransmits everything unacknowledged.
-                sock.set_abort_on_close();
-                return Drain::Closed;
+        let framed = midcomms::frame(node.nodeid, &buf);
+        let complete = framed.complete;
+        if framed.bad {
+            // The stream cannot be split any more: deliver the whole messages before the bad
+            // header, then reset the connection, so the peer (C or ours) sees an error,
+            // reconnects and retransmits everything unacknowledged.
+            buf.truncate(complete);
+            if complete > 0 && hand_over(c, node, buf).is_err() {
+                log_print_ratelimited!("no memory for messages from node {}", node.nodeid);
             }
-        };
+            sock.set_abort_on_close();
+            return Drain::Closed;
+        }
         conn.leftover.clear();
         if conn
             .leftover
@@ -919,32 +923,43 @@ fn drain(c: &Comms, node: &Arc<Node>, conn: &mut Conn) -> Drain {
             return Drain::Closed;
         }
         buf.truncate(complete);
-        if complete > 0 {
-            let entry = RxBuf {
-                node: node.clone(),
-                data: buf,
-            };
-            let backlog = {
-                let mut q = c.rxq.lock();
-                if q.push(entry, GFP_ATOMIC).is_err() {
-                    return Drain::Retry;
-                }
-                q.len()
-            };
-            if let Some(pq) = c.process_queue() {
-                // SAFETY-free: enqueueing an `Arc` is always sound; already queued is fine.
-                let _ = pq.enqueue::<Arc<Comms>, 1>(Arc::from(comms_borrow(c)));
-            }
-            if backlog > MAX_PROCESS_BUFFERS {
-                // Back-pressure: wait for the BH worker to drain the queue (not a flush: the BH
-                // queue cannot be flushed from a `WQ_MEM_RECLAIM` worker).
-                let mut q = c.rxq.lock();
-                while !q.is_empty() {
-                    let _ = c.rxq_wait.wait_interruptible_timeout(&mut q, 10);
-                }
-            }
+        if complete > 0 && hand_over(c, node, buf).is_err() {
+            // Messages taken off the socket are gone: reset the connection so the peer
+            // retransmits them rather than leave a gap in the sequence.
+            log_print_ratelimited!("no memory for messages from node {}", node.nodeid);
+            sock.set_abort_on_close();
+            return Drain::Closed;
         }
     }
+}
+
+/// Queues whole messages for the `dlm_process` BH worker, in arrival order, and applies C's
+/// back-pressure.  On `Err` (no memory for the queue entry) the messages are dropped.
+fn hand_over(c: &Comms, node: &Arc<Node>, data: KVec<u8>) -> core::result::Result<(), ()> {
+    let entry = RxBuf {
+        node: node.clone(),
+        data,
+    };
+    let backlog = {
+        let mut q = c.rxq.lock();
+        if q.push(entry, GFP_ATOMIC).is_err() {
+            return Err(());
+        }
+        q.len()
+    };
+    if let Some(pq) = c.process_queue() {
+        // Enqueueing an `Arc` is always sound; already queued is fine.
+        let _ = pq.enqueue::<Arc<Comms>, 1>(Arc::from(comms_borrow(c)));
+    }
+    if backlog > MAX_PROCESS_BUFFERS {
+        // Back-pressure: wait for the BH worker to drain the queue (not a flush: the BH
+        // queue cannot be flushed from a `WQ_MEM_RECLAIM` worker).
+        let mut q = c.rxq.lock();
+        while !q.is_empty() {
+            let _ = c.rxq_wait.wait_interruptible_timeout(&mut q, 10);
+        }
+    }
+    Ok(())
 }
 
 fn comms_borrow(c: &Comms) -> ArcBorrow<'_, Comms> {

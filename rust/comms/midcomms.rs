@@ -219,17 +219,41 @@ fn with_peer<R>(
 
 // ---- framing (dlm_io worker) ------------------------------------------------------------
 
-/// Returns how many leading bytes of `buf` form whole messages, or `Err` (after one log line)
-/// when a header carries an impossible length: the caller closes the connection, the peer
-/// reconnects and the reliable layer retransmits, instead of C's stalled receive.
-pub(crate) fn frame(nodeid: i32, buf: &[u8]) -> core::result::Result<usize, ()> {
-    framer::complete_len(buf).map_err(|e| {
-        log_print!(
-            "received invalid header from node {}: {}, will close the connection",
-            nodeid,
-            e
-        );
-    })
+/// How a received buffer splits into messages.
+pub(crate) struct Framed {
+    /// Length of the leading whole messages, which can be delivered.
+    pub(crate) complete: usize,
+    /// A header after them failed the framer's checks (already logged): the caller delivers
+    /// the leading messages, then closes the connection.
+    pub(crate) bad: bool,
+}
+
+/// Splits `buf` like C's `dlm_validate_incoming_buffer()`.  A header with an impossible length
+/// or version ends the stream: one rate-limited log line, and the caller closes the connection
+/// so the peer reconnects and the reliable layer retransmits what was not acknowledged (C
+/// drops the whole buffer and leaves the stream to stall).
+pub(crate) fn frame(nodeid: i32, buf: &[u8]) -> Framed {
+    let mut complete = 0;
+    for frame in framer::frames(buf) {
+        match frame {
+            Ok(m) => complete += m.len(),
+            Err(e) => {
+                log_print_ratelimited!(
+                    "received invalid header from node {}: {}, will close the connection",
+                    nodeid,
+                    e
+                );
+                return Framed {
+                    complete,
+                    bad: true,
+                };
+            }
+        }
+    }
+    Framed {
+        complete,
+        bad: false,
+    }
 }
 
 // ---- receive (dlm_process BH worker) ----------------------------------------------------

@@ -21,8 +21,8 @@
 //! }
 //! ```
 //!
-//! A header whose `h_length` lies outside [16, 4096] means the stream can no
-//! longer be split into messages: the framer reports a [`FramingError`] as
+//! A header whose `h_length` lies outside [16, 4096], or whose `h_version`
+//! is not 3.1 or 3.2, means the stream can no longer be split into messages: the framer reports a [`FramingError`] as
 //! soon as that header is complete, stays failed, and the caller must close
 //! the connection and reconnect, then call [`Framer::reset`].  (C logs and
 //! drops the chunk but leaves the socket open, which stalls the receive
@@ -40,9 +40,11 @@ use super::wire::{self, WireError, HEADER_LEN, MAX_MSG_LEN};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FramingError {
     /// The header starting at byte `offset` of the stream (counted from the
-    /// last reset) has an `h_length` outside [16, 4096]: `error` is
-    /// [`WireError::LengthTooShort`] or [`WireError::LengthTooLong`].
-    BadLength {
+    /// last reset) has an `h_length` outside [16, 4096] or an `h_version`
+    /// that is neither 3.1 nor 3.2: `error` is [`WireError::LengthTooShort`],
+    /// [`WireError::LengthTooLong`], [`WireError::BadMajor`] or
+    /// [`WireError::UnknownMinor`] (see [`wire::check_frame_header`]).
+    BadHeader {
         /// Stream offset of the bad header.
         offset: u64,
         /// What was wrong with it.
@@ -59,7 +61,7 @@ pub enum FramingError {
 impl fmt::Display for FramingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            FramingError::BadLength { offset, error } => {
+            FramingError::BadHeader { offset, error } => {
                 write!(f, "bad message header at stream offset {offset}: {error}")
             }
             FramingError::Abandoned { offset } => {
@@ -165,7 +167,7 @@ impl Framer {
     }
 
     fn fail(&mut self, offset: u64, error: WireError) -> FramingError {
-        let e = FramingError::BadLength { offset, error };
+        let e = FramingError::BadHeader { offset, error };
         self.failed = Some(e);
         self.carry_len = 0;
         e
@@ -287,9 +289,8 @@ impl Drop for Feed<'_, '_> {
 ///
 /// Yields each whole message in order, then stops at an incomplete tail,
 /// which [`Frames::remainder`] returns (the caller keeps it, C-style, at
-/// the start of its buffer for the next read).  Yields one
-/// [`WireError::LengthTooShort`] or [`WireError::LengthTooLong`] and then
-/// stops if a header's `h_length` is out of range.
+/// the start of its buffer for the next read).  Yields one error and then
+/// stops if a header fails [`wire::check_frame_header`].
 pub fn frames(buf: &[u8]) -> Frames<'_> {
     Frames {
         rest: buf,
@@ -335,8 +336,9 @@ impl<'a> Iterator for Frames<'a> {
 }
 
 /// Length of the longest prefix of `buf` made of whole messages, like C's
-/// `dlm_validate_incoming_buffer()`; an error if a header's `h_length` is
-/// out of range.
+/// `dlm_validate_incoming_buffer()`; an error if a header fails
+/// [`wire::check_frame_header`] (C checks only the length there and skips a
+/// message of an unknown version later; we close the connection for both).
 pub fn complete_len(buf: &[u8]) -> Result<usize, WireError> {
     let mut it = frames(buf);
     for frame in it.by_ref() {

@@ -63,6 +63,7 @@ pub const SEND_VERSION: u32 = HEADER_MAJOR | HEADER_MINOR;
 
 // Byte offsets inside `struct dlm_header` (the others are decoded by
 // `Header::decode` from a fixed array).
+const H_VERSION: usize = 0;
 const H_LENGTH: usize = 12;
 const H_CMD: usize = 14;
 // Byte offsets inside `struct dlm_opts`.
@@ -600,8 +601,8 @@ impl Header {
 
 /// Checks an `h_length` read from the stream and returns it as a length.
 ///
-/// This is the only check the framer needs: a length outside [16, 4096]
-/// means the stream can no longer be split into messages.
+/// A length outside [16, 4096] means the stream can no longer be split into
+/// messages; the framer also checks the version ([`check_frame_header`]).
 pub fn check_length(h_length: u16) -> Result<usize, WireError> {
     let len = usize::from(h_length);
     if len < HEADER_LEN {
@@ -613,14 +614,31 @@ pub fn check_length(h_length: u16) -> Result<usize, WireError> {
     }
 }
 
-/// Reads `h_length` from the first 16 bytes of `buf` and checks it.
+/// Checks the two header words the framer relies on: `h_length` first (as
+/// [`check_length`]), then `h_version`, which must be 3.1 or 3.2
+/// ([`Version::from_wire`]).
+///
+/// A header that fails either check is not a DLM message at a message
+/// boundary: the peer is broken or the stream lost its place, so no later
+/// length read from it can be trusted.
+pub fn check_frame_header(h_version: u32, h_length: u16) -> Result<usize, WireError> {
+    let len = check_length(h_length)?;
+    match Version::from_wire(h_version) {
+        Ok(_) => Ok(len),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads `h_version` and `h_length` from the first 16 bytes of `buf` and
+/// checks them with [`check_frame_header`].
 ///
 /// Returns `Ok(None)` when `buf` is shorter than a header.
 pub fn peek_length(buf: &[u8]) -> Result<Option<usize>, WireError> {
-    match buf.get(H_LENGTH..H_LENGTH + 2) {
-        Some(&[lo, hi]) if buf.len() >= HEADER_LEN => {
-            check_length(u16::from_le_bytes([lo, hi])).map(Some)
-        }
+    if buf.len() < HEADER_LEN {
+        return Ok(None);
+    }
+    match (read_u32(buf, H_VERSION), read_u16(buf, H_LENGTH)) {
+        (Some(version), Some(len)) => check_frame_header(version, len).map(Some),
         _ => Ok(None),
     }
 }

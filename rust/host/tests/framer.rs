@@ -149,7 +149,7 @@ fn bad_length_is_reported_with_its_offset_and_sticks() {
         } else {
             WireError::LengthTooLong { len: bad }
         };
-        let expect = FramingError::BadLength {
+        let expect = FramingError::BadHeader {
             offset: 128,
             error: want_err,
         };
@@ -194,9 +194,44 @@ fn bad_length_reported_as_soon_as_the_header_is_complete() {
     assert_eq!(f.pending(), 15);
     assert_eq!(
         f.push(&b[15..], |_| ()),
-        Err(FramingError::BadLength {
+        Err(FramingError::BadHeader {
             offset: 0,
             error: WireError::LengthTooLong { len: 5000 }
+        })
+    );
+}
+
+#[test]
+fn bad_version_closes_the_stream_after_the_messages_before_it() {
+    let (mut s, msgs) = stream(&[40, 24, 64]);
+    // The third header claims version 2.2: nothing from it on is a frame.
+    s[64..68].copy_from_slice(&0x0002_0002u32.to_le_bytes());
+    for cut in 0..=s.len() {
+        let mut f = Framer::new();
+        let mut got = Vec::new();
+        let mut err = None;
+        for p in [&s[..cut], &s[cut..]] {
+            if let Err(e) = f.push(p, |fr| got.push(fr.to_vec())) {
+                err = Some(e);
+                break;
+            }
+        }
+        assert_eq!(got, msgs[..2], "cut {cut}");
+        assert_eq!(
+            err,
+            Some(FramingError::BadHeader {
+                offset: 64,
+                error: WireError::BadMajor {
+                    version: 0x0002_0002
+                }
+            }),
+            "cut {cut}"
+        );
+    }
+    assert_eq!(
+        complete_len(&s),
+        Err(WireError::BadMajor {
+            version: 0x0002_0002
         })
     );
 }
@@ -248,7 +283,7 @@ fn dropping_a_feed_early_fails_the_framer() {
 
 #[test]
 fn error_display() {
-    let e = FramingError::BadLength {
+    let e = FramingError::BadHeader {
         offset: 1234,
         error: WireError::LengthTooLong { len: 4097 },
     };
@@ -290,8 +325,9 @@ fn model(s: &[u8]) -> (Vec<Vec<u8>>, Option<(usize, WireError)>) {
     let mut out = Vec::new();
     let mut pos = 0;
     while s.len() - pos >= 16 {
+        let version = u32::from_le_bytes([s[pos], s[pos + 1], s[pos + 2], s[pos + 3]]);
         let len = u16::from_le_bytes([s[pos + 12], s[pos + 13]]);
-        match wire::check_length(len) {
+        match wire::check_frame_header(version, len) {
             Err(e) => return (out, Some((pos, e))),
             Ok(l) if s.len() - pos >= l => {
                 out.push(s[pos..pos + l].to_vec());
@@ -351,7 +387,7 @@ proptest! {
             }
             Some((pos, e)) => prop_assert_eq!(
                 err,
-                Some(FramingError::BadLength { offset: pos as u64, error: e })
+                Some(FramingError::BadHeader { offset: pos as u64, error: e })
             ),
         }
     }
@@ -408,7 +444,7 @@ fn fuzz_seeds_are_meaningful() {
     let data = read("seed-bad-length");
     assert_eq!(
         Framer::new().push(&data[1..], |_| ()),
-        Err(FramingError::BadLength {
+        Err(FramingError::BadHeader {
             offset: 16,
             error: WireError::LengthTooLong { len: 4097 }
         })

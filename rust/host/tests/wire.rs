@@ -476,6 +476,24 @@ fn length_errors() {
         peek_length(&header(V32, 0, 0, 4097, 1)),
         Err(WireError::LengthTooLong { len: 4097 })
     );
+    // The framer's header check also wants a 3.1 or 3.2 version, length first.
+    assert_eq!(peek_length(&header(0x0003_0001, 0, 0, 16, 1)), Ok(Some(16)));
+    assert_eq!(
+        peek_length(&header(0x0002_0002, 0, 0, 16, 1)),
+        Err(WireError::BadMajor {
+            version: 0x0002_0002
+        })
+    );
+    assert_eq!(
+        peek_length(&header(0x0003_0003, 0, 0, 16, 1)),
+        Err(WireError::UnknownMinor {
+            version: 0x0003_0003
+        })
+    );
+    assert_eq!(
+        check_frame_header(0, 8),
+        Err(WireError::LengthTooShort { len: 8 })
+    );
 }
 
 #[test]
