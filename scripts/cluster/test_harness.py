@@ -99,8 +99,21 @@ class ParseTest(unittest.TestCase):
         self.assertIn("node 3 lock 2 waits for a REQUEST reply from node 1", s)
         self.assertIn("1 DLM TCP socket(s) open", s)
 
+    def test_badbytes_xfail_only_when_all_stock(self):
+        err = ("node 2 logged 0 lines matching /received invalid length header: 5000 "
+               "from node 1/ for a bad length 5000 from node 1, expected exactly 1")
+        self.assertTrue(S.expected_failure("badbytes", err, ["stock"] * 3))
+        self.assertFalse(S.expected_failure("badbytes", err, ["ours", "stock", "stock"]))
+        self.assertFalse(S.expected_failure("badbytes", err, ["ours"] * 3))
+        ours = err.replace("received invalid length header: 5000 from node 1",
+                           "received invalid header from node 1: h_length 5000 exceeds")
+        self.assertFalse(S.expected_failure("badbytes", ours, ["stock"] * 3))
+        self.assertFalse(S.expected_failure("badbytes", "LVB counter 5 != 6", ["stock"] * 3))
+        self.assertFalse(S.expected_failure("join", err, ["stock"] * 3))
+        self.assertFalse(S.expected_failure("badbytes", None, ["stock"] * 3))
+
     def test_xfail_only_for_stalls(self):
-        rx = S.XFAIL_STOCK["resets"]
+        rx = S.XFAIL_STOCK["resets"][0]
         import re
         self.assertTrue(re.search(rx, "lock traffic STALLED under hub resets: node 1 has"))
         self.assertTrue(re.search(rx, "lock traffic STALLED under in-guest (ss -K, nft) "
