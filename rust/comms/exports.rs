@@ -57,6 +57,7 @@ extern "C" fn dlm_lowcomms_connect_node(nodeid: c_int) -> c_int {
     };
     if node.main.try_lock().is_some_and(|m| m.sock.is_none()) {
         let _tx = node.tx.lock();
+        node.io_test_and_set(io::CONNECT);
         lowcomms::queue_swork(&node);
     }
     0

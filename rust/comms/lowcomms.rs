@@ -723,6 +723,7 @@ fn connect(c: &Comms, node: &Arc<Node>) -> Result<Socket> {
 /// Installs a socket we connected: as the main socket, or, if the peer's connection was
 /// accepted as main meanwhile, as the receive-only one (the crossed-connect case).
 fn install_connected(node: &Arc<Node>, main: &mut Conn, sock: Socket) {
+    node.io_test_and_clear(io::CONNECT);
     if main.sock.is_none() {
         main.close();
         main.sock = Some(sock);
@@ -810,6 +811,15 @@ impl WorkItem<1> for Node {
                 return;
             }
             if main.sock.is_none() {
+                {
+                    let tx = node.tx.lock();
+                    if !midcomms::wants_connection(&node, &tx) {
+                        // Cleared under the node lock: a commit after this queues us again.
+                        node.io_test_and_clear(io::SEND_PENDING);
+                        main.retries = 0;
+                        return;
+                    }
+                }
                 drop(main);
                 let res = connect(&c, &node);
                 main = node.main.lock();

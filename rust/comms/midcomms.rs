@@ -519,9 +519,16 @@ pub(crate) fn resend_unacked(node: &Arc<Node>) -> bool {
 /// something waits to be sent.
 pub(crate) fn connection_lost(node: &Arc<Node>) {
     let tx = node.tx.lock();
-    if tx.unacked.len() != 0 || !tx.wq.entries.is_empty() {
+    if wants_connection(node, &tx) {
         queue_swork(node);
     }
+}
+
+/// Whether the send work should (re)connect to `node`: something to send or to retransmit,
+/// or a lockspace asked for the connection.  Without it a peer that left (its comms closed,
+/// the handshake done, nothing queued) would be dialled forever, once a second.
+pub(crate) fn wants_connection(node: &Node, tx: &Tx) -> bool {
+    tx.wq.has_unsent() || tx.unacked.len() != 0 || node.io_test(io::CONNECT)
 }
 
 // ---- membership and the close handshake (process context) -------------------------------
@@ -538,6 +545,9 @@ pub(crate) fn remove_member(node: &Arc<Node>) {
     with_peer(node, &[], |peer, unacked, nio| {
         if peer.fin().users() > 0 {
             peer.remove_member(unacked, nio);
+        }
+        if peer.fin().users() == 0 {
+            node.io_test_and_clear(io::CONNECT);
         }
     });
 }

@@ -53,6 +53,9 @@ pub(crate) mod io {
     pub(crate) const APP_LIMITED: usize = 1 << 4;
     /// A new sending socket was installed: retransmit before sending anything else.
     pub(crate) const RESEND: usize = 1 << 5;
+    /// A lockspace added the node (`dlm_lowcomms_connect_node()`): connect even with nothing
+    /// to send, as C does; dropped once connected or when no lockspace uses the node.
+    pub(crate) const CONNECT: usize = 1 << 6;
 }
 
 /// One page of the write queue.
@@ -272,6 +275,12 @@ impl WriteQueue {
         if matches!(self.entries.first(), Some(e) if e.dirty) {
             let _ = self.entries.remove(0);
         }
+    }
+
+    /// Whether any committed byte waits to be sent.  A page that was sent entirely stays
+    /// queued for packing the next messages, so an empty `entries` is not the test.
+    pub(crate) fn has_unsent(&self) -> bool {
+        self.entries.iter().any(|e| e.len > 0)
     }
 
     /// Whether the page of `m` is still queued (its bytes are not on the wire yet).
