@@ -5,9 +5,10 @@
 #
 #   scripts/check.sh [--only STAGE[,STAGE...]]
 #
-# Stages: setup kernel host harness tools module cluster.  The cluster stage
-# runs the suite on the stock C layer, on our dlm.ko on every node, and on the
-# two mixed clusters (1 ours + 2 stock, 2 ours + 1 stock).  Every stage runs even when
+# Stages: setup kernel host harness tools module cluster debug.  The cluster
+# stage runs the suite on the stock C layer, on our dlm.ko on every node, and on
+# the two mixed clusters (1 ours + 2 stock, 2 ours + 1 stock); the debug stage
+# builds the debug kernel flavour and runs the cycles scenario on it.  Every stage runs even when
 # an earlier one failed (unless it needs what failed); the last line is
 # "check: N passed, M failed" with the tests of every stage added up, and the
 # exit code is non-zero when anything failed.
@@ -160,6 +161,27 @@ if want cluster; then
 		else
 			fail "cluster suites with our dlm.ko (not built)"
 		fi
+	fi
+fi
+
+# The debug flavour (KASAN, lockdep, kmemleak; built with clang, cached like the
+# base tree): 20 cycles of insmod, join, traffic, leave, rmmod with our dlm.ko
+# on every node, no leak and no warning.
+if want debug; then
+	if dkdir=$(FLAVOUR=debug bash scripts/kernel.sh 2> >(tee "$logdir/kernel-debug.log" >&2)); then
+		note "debug kernel: $dkdir"
+		passed=$((passed + 1))
+		if run module-debug make -s modules KDIR="$dkdir" DLMRS_KMOD="$top/build/kmod-debug"; then
+			run cycles-debug python3 scripts/cluster/suite.py --kdir "$dkdir" \
+				--dlm "$top/build/kmod-debug/dlm.ko" --only cycles --cycles 20 --require-kmemleak
+			rc=$?
+			count_plain "$logdir/cycles-debug.log" || fail "cycles-debug: suite printed no result line"
+			[ $rc -eq 0 ] || fail "cycles on the debug flavour"
+		else
+			fail "dlm.ko build for the debug flavour"
+		fi
+	else
+		fail "debug kernel build"
 	fi
 fi
 

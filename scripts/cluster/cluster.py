@@ -430,6 +430,11 @@ class Cluster:
         deadline = now() + timeout * self.scale
         for node in self.nodes.values():
             node.connect(deadline)
+        for node in self.nodes.values():
+            r = node.run("cat /sys/module/dlm/initstate", check=False)
+            if r.out.strip() != "live":
+                raise ClusterError("node %d: dlm.ko (%s) is not loaded; see %s" %
+                                   (node.id, node.dlm, node.console))
         self.log("booted %d nodes (%s) in %.1fs; run dir %s" % (
             self.n, ",".join(self.dlm), now() - t0, self.dir))
 
@@ -573,13 +578,20 @@ class Cluster:
 
     # --- checks -----------------------------------------------------------
 
+    # Set by a scenario that reads and judges every kmemleak report itself
+    # (cycles): kmemleak's own "N new suspected memory leaks" console line
+    # then says nothing more.
+    kmemleak_judged = False
+    KMEMLEAK_NOTICE = re.compile(r"kmemleak: \d+ new suspected memory leaks \(see ")
+
     def console_problems(self, ids=None):
         """Lines of the consoles that match BAD_CONSOLE: {node: [lines]}."""
         out = {}
         for i, node in sorted(self.nodes.items()):
             if ids is not None and i not in ids:
                 continue
-            bad = [l for l in node.console_text().splitlines() if BAD_CONSOLE.search(l)]
+            bad = [l for l in node.console_text().splitlines() if BAD_CONSOLE.search(l)
+                   and not (self.kmemleak_judged and self.KMEMLEAK_NOTICE.search(l))]
             if bad:
                 out[i] = bad
         return out
@@ -618,6 +630,31 @@ class Cluster:
         self.log("diagnostics (%s) written to %s" % (why, path))
         return path
 
+    def has_kmemleak(self, i):
+        r = self.nodes[i].run("[ -e /sys/kernel/debug/kmemleak ] && echo yes || echo no")
+        return r.out.strip() == "yes"
+
+    def kmemleak_take(self, ids, tag):
+        """Scan with kmemleak on each of ids, save any report as
+        kmemleak-<tag>-<node>.txt, and clear it (the objects reported are not
+        reported again).  Two scans: kmemleak reports an object only once its
+        checksum stayed the same over a whole scan.  Returns {node: [objects]}
+        (see parse_kmemleak)."""
+        k = "/sys/kernel/debug/kmemleak"
+        pend = {i: self.nodes[i].start(
+            "echo scan > {k} && echo scan > {k} && cat {k} && echo clear > {k}".format(k=k),
+            timeout=300) for i in ids}
+        out = {}
+        for i, p in pend.items():
+            r = p.wait()
+            objs = parse_kmemleak(r.out)
+            if objs:
+                path = os.path.join(self.dir, "kmemleak-%s-%d.txt" % (tag, i))
+                with open(path, "w") as f:
+                    f.write(r.out)
+            out[i] = objs
+        return out
+
     def kmemleak_scan(self):
         """Debug flavour: ask kmemleak for a scan on every live node.  A
         non-empty report is saved as kmemleak<N>.txt in the run directory
@@ -635,6 +672,30 @@ class Cluster:
                 found[i] = ["kmemleak: %d report lines in %s; first: %s" % (
                     len(lines), path, lines[0])] + lines[1:6]
         return found
+
+
+def parse_kmemleak(text):
+    """Split a /sys/kernel/debug/kmemleak report into its objects: a list of
+    lists of lines, each starting with "unreferenced object ..."."""
+    objs = []
+    for line in text.splitlines():
+        if line.startswith("unreferenced object"):
+            objs.append([line])
+        elif objs and line.strip():
+            objs[-1].append(line)
+    return objs
+
+
+# Known leak of the stock fs/dlm/config.c we link unmodified (7.2): a
+# dlm_member_gone recorded by drop_node() for a removed spaces/<ls>/nodes/<id>
+# is freed only by the next dlm_config_nodes(), and release_space() never
+# frees the ones left when the space itself goes (testing.rst, "Debug
+# flavour").  Recognised only by a symbolised backtrace through drop_node.
+CONFIG_C_LEAK = re.compile(r"^\s*drop_node\+0x[0-9a-f]+/0x[0-9a-f]+ \[dlm\]$")
+
+
+def is_config_c_leak(obj):
+    return any(CONFIG_C_LEAK.match(l) for l in obj)
 
 
 class Hub:

@@ -497,6 +497,84 @@ def sc_badbytes(cl, ctx):
                        new_connections=opens1 - opens0)
 
 
+def take_leaks(cl, ids, tag, excusable):
+    """kmemleak scan on ids: ({node: count of the known config.c leak},
+    [descriptions of every other object]).  excusable: whether the module is
+    loaded, so that a config.c object can be recognised by its backtrace."""
+    known, other = {}, []
+    for i, objs in sorted(cl.kmemleak_take(ids, tag).items()):
+        for obj in objs:
+            if excusable and C.is_config_c_leak(obj):
+                known[i] = known.get(i, 0) + 1
+            else:
+                other.append("node %d (%s): %s" % (i, tag, " | ".join(
+                    l.strip() for l in obj[:1] + [l for l in obj if "+0x" in l][:8])))
+    return known, other
+
+
+def sc_cycles(cl, ctx):
+    """--cycles (20) times on every node: insmod (the first at boot), join,
+    torture, leave in dlm_controld's order, rmmod.  Each round's counter is
+    exact; with kmemleak (debug flavour) every node is scanned after each
+    leave while dlm.ko is still loaded and once more after the last rmmod,
+    and any unreferenced object fails the scenario except the known leak of
+    the stock config.c we link (drop_node, counted and reported)."""
+    ids = cl.alive()
+    n = ctx.args.cycles
+    leakcheck = all(cl.has_kmemleak(i) for i in ids)
+    ctx.say("%d cycles; kmemleak %s" % (n, "on" if leakcheck else "not in this kernel"))
+    check(leakcheck or not ctx.args.require_kmemleak,
+          "--require-kmemleak: this kernel has no kmemleak (build FLAVOUR=debug)")
+    known, other = {i: 0 for i in ids}, []
+    if leakcheck:
+        # Scans happen when we ask, and every report is judged below.
+        cl.on(ids, "echo scan=off > /sys/kernel/debug/kmemleak")
+        cl.kmemleak_judged = True
+        k, o = take_leaks(cl, ids, "boot", True)
+        other += o
+        check(not other, "kmemleak after boot: %s" % "; ".join(other[:5]))
+    increments = 0
+    for c in range(1, n + 1):
+        if c > 1:
+            cl.on(ids, "dlm-module load && dlm-controller setup", timeout=120)
+        cl.join(LS, ids)
+        release = anchor(cl, ctx, 1)
+        pend = {i: start_torture(cl, i, 3, "y%d.%d" % (c, i)) for i in ids}
+        totals = torture_totals(pend)
+        s = sum(t for t, _ in totals.values())
+        v = lvb_value(cl, 1 + c % len(ids))
+        check(s > 0, "cycle %d: no increments" % c)
+        check(v == s, "cycle %d: LVB counter %d != sum of increments %d" % (c, v, s))
+        increments += s
+        release()
+        left = list(ids)
+        for x in reversed(ids):
+            left.remove(x)
+            cl.leave(LS, x, left)
+        if leakcheck:
+            time.sleep(6)   # kmemleak reports only objects older than 5 s
+            k, o = take_leaks(cl, ids, "cycle%d" % c, True)
+            for i, cnt in k.items():
+                known[i] += cnt
+            other += o
+            check(not other, "cycle %d: kmemleak: %s" % (c, "; ".join(other[:5])))
+        cl.on(ids, "dlm-controller teardown && dlm-module unload", timeout=120)
+        bad = cl.console_problems()
+        check(not bad, "cycle %d: console reports: %s" % (c, "; ".join(
+            "node %d: %s" % (i, " | ".join(l[:200] for l in ls[:3])) for i, ls in bad.items())))
+        ctx.say("cycle %d: %d increments exact; left and unloaded on %s; config.c leaks so "
+                "far %s" % (c, s, ids, known if leakcheck else "(no kmemleak)"))
+    if leakcheck:
+        time.sleep(6)
+        k, o = take_leaks(cl, ids, "unloaded", False)
+        check(not o, "kmemleak after the last rmmod: %s" % "; ".join(o[:5]))
+    # The module loads once more and works after all that.
+    cl.on(ids, "dlm-module load && dlm-controller setup", timeout=120)
+    ctx.numbers.update(cycles=n, increments=increments,
+                       kmemleak="on" if leakcheck else "off",
+                       config_c_leaks=sum(known.values()))
+
+
 GFS_FILES = 40        # distinct files per node, and creates per node in shared/
 GFS_REGION = 64 * 1024  # each node's region of the shared file
 
@@ -586,6 +664,8 @@ SCENARIOS = [
     ("kill", sc_kill, 300, {}),
     ("gfs2", sc_gfs2, 420, {"mkfs": True}),
     ("badbytes", sc_badbytes, 300, {}),
+    # Not in the default set (slow): make check runs it on the debug flavour.
+    ("cycles", sc_cycles, 1800, {"default": False}),
 ]
 
 # Scenarios the stock C layer demonstrably fails (evidence in
@@ -652,6 +732,8 @@ def run_scenario(name, fn, timeout, opts, args, t0):
     ctx.args = args
     if name == "resets":
         timeout += max(0, args.resets_secs - 30)
+    if name == "cycles":
+        timeout = timeout * max(args.cycles, 1) // 20 + 120
     timeout *= cl.scale
     start = time.monotonic()
     err = None
@@ -703,6 +785,11 @@ def main():
                     "NAME:console fakes a kernel WARNING on node 2's console instead")
     ap.add_argument("--resets-secs", type=int, default=30,
                     help="length of the hub reset phase of the resets scenario (default 30)")
+    ap.add_argument("--cycles", type=int, default=20,
+                    help="insmod/join/traffic/leave/rmmod rounds of the cycles scenario "
+                    "(default 20)")
+    ap.add_argument("--require-kmemleak", action="store_true",
+                    help="fail the cycles scenario if the kernel has no kmemleak")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()
     if args.list:
@@ -711,7 +798,7 @@ def main():
         return 0
     args.kdir = args.kdir or C.default_kdir()
     args.dlm = C.parse_dlm(args.dlm, 3)
-    chosen = SCENARIOS
+    chosen = [s for s in SCENARIOS if s[3].get("default", True)]
     if args.only:
         want = args.only.split(",")
         unknown = set(want) - {s[0] for s in SCENARIOS}

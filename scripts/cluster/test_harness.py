@@ -154,12 +154,46 @@ class ParseTest(unittest.TestCase):
         self.assertTrue(S.region_content(2).startswith(b"node 2 region node 2 region "))
 
 
+class KmemleakTest(unittest.TestCase):
+    REPORT = "\n".join([
+        "unreferenced object 0xffff888006a1c2e0 (size 32):",
+        '  comm "dlm-controller", pid 301, jiffies 4294905541',
+        "  hex dump (first 32 bytes):",
+        "    03 00 00 00 00 00 00 00 00 01 00 00 00 00 ad de  ................",
+        "  backtrace (crc 5a1d3f2c):",
+        "    __kmalloc_cache_noprof+0x2f1/0x4a0",
+        "    drop_node+0x4c/0x1d0 [dlm]",
+        "    configfs_rmdir+0x3b5/0x620",
+        "unreferenced object 0xffff888006a1c300 (size 64):",
+        '  comm "kworker/u4:1", pid 40, jiffies 4294905600',
+        "  backtrace (crc 0):",
+        "    __kmalloc_noprof+0x1a0/0x3c0",
+        "    0xffffffffc0123456",
+        "",
+    ])
+
+    def test_parse_and_classify(self):
+        objs = C.parse_kmemleak(self.REPORT)
+        self.assertEqual(len(objs), 2)
+        self.assertTrue(objs[0][0].startswith("unreferenced object 0xffff888006a1c2e0"))
+        self.assertTrue(C.is_config_c_leak(objs[0]))
+        # An unsymbolised module address is never excused.
+        self.assertFalse(C.is_config_c_leak(objs[1]))
+        self.assertEqual(C.parse_kmemleak(""), [])
+
+    def test_only_drop_node_of_dlm_is_excused(self):
+        for line in ("    drop_node_x+0x4c/0x1d0 [dlm]", "    drop_node+0x4c/0x1d0",
+                     "    drop_node+0x4c/0x1d0 [gfs2]", "    my_drop_node+0x4c/0x1d0 [dlm]"):
+            self.assertFalse(C.is_config_c_leak(["unreferenced object 0x1 (size 32):", line]),
+                             line)
+
+
 class GuestScriptsTest(unittest.TestCase):
     GUEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest")
 
     def test_sh_syntax(self):
         bb = I.busybox_path()
-        for name in ("init", "agent", "dlm-controller", "torture-loop"):
+        for name in ("init", "agent", "dlm-controller", "dlm-module", "torture-loop"):
             r = subprocess.run([bb, "sh", "-n", os.path.join(self.GUEST, name)],
                                capture_output=True, text=True)
             self.assertEqual(r.returncode, 0, "%s: %s" % (name, r.stderr))
