@@ -578,10 +578,10 @@ class Cluster:
 
     # --- checks -----------------------------------------------------------
 
-    # Set by a scenario that reads and judges every kmemleak report itself
-    # (cycles): kmemleak's own "N new suspected memory leaks" console line
-    # then says nothing more.
-    kmemleak_judged = False
+    # Nodes whose every kmemleak report a scenario has read and judged itself
+    # (kmemleak_take): kmemleak's own "N new suspected memory leaks" console
+    # line then says nothing more.
+    kmemleak_judged = frozenset()
     KMEMLEAK_NOTICE = re.compile(r"kmemleak: \d+ new suspected memory leaks \(see ")
 
     def console_problems(self, ids=None):
@@ -591,7 +591,7 @@ class Cluster:
             if ids is not None and i not in ids:
                 continue
             bad = [l for l in node.console_text().splitlines() if BAD_CONSOLE.search(l)
-                   and not (self.kmemleak_judged and self.KMEMLEAK_NOTICE.search(l))]
+                   and not (i in self.kmemleak_judged and self.KMEMLEAK_NOTICE.search(l))]
             if bad:
                 out[i] = bad
         return out
@@ -645,6 +645,7 @@ class Cluster:
             "echo scan > {k} && echo scan > {k} && cat {k} && echo clear > {k}".format(k=k),
             timeout=300) for i in ids}
         out = {}
+        self.kmemleak_judged = self.kmemleak_judged | set(ids)
         for i, p in pend.items():
             r = p.wait()
             objs = parse_kmemleak(r.out)
@@ -654,24 +655,6 @@ class Cluster:
                     f.write(r.out)
             out[i] = objs
         return out
-
-    def kmemleak_scan(self):
-        """Debug flavour: ask kmemleak for a scan on every live node.  A
-        non-empty report is saved as kmemleak<N>.txt in the run directory
-        and returned as {node: [lines]} (a test failure)."""
-        found = {}
-        for i in self.alive():
-            r = self.nodes[i].run("[ -e /sys/kernel/debug/kmemleak ] || exit 0; "
-                                  "echo scan > /sys/kernel/debug/kmemleak; sleep 1; "
-                                  "cat /sys/kernel/debug/kmemleak", timeout=120)
-            if r.out.strip():
-                path = os.path.join(self.dir, "kmemleak%d.txt" % i)
-                with open(path, "w") as f:
-                    f.write(r.out)
-                lines = r.out.splitlines()
-                found[i] = ["kmemleak: %d report lines in %s; first: %s" % (
-                    len(lines), path, lines[0])] + lines[1:6]
-        return found
 
 
 def parse_kmemleak(text):
