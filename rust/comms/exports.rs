@@ -197,7 +197,7 @@ unsafe extern "C" fn dlm_midcomms_addr(nodeid: c_int, addr: *const c_void) -> c_
             Err(e) => errno(e),
         };
     }
-    let node = match Node::new(nodeid, &a, lowcomms::config::mark()) {
+    let node = match Node::new(nodeid, &a, ffi::config::mark()) {
         Ok(n) => n,
         Err(e) => return errno(e),
     };

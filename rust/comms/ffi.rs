@@ -110,3 +110,43 @@ extern "C" {
     pub(crate) fn dlm_delete_debug_comms_file(ctx: *mut c_void);
     pub(crate) static dlm_config: DlmConfigInfo;
 }
+
+/// The `dlm_config` tunables the transport reads.
+pub(crate) mod config {
+    use super::{dlm_config, DlmConfigInfo};
+
+    fn cfg() -> &'static DlmConfigInfo {
+        // SAFETY: `dlm_config` is a static of config.c that lives as long as the module.
+        unsafe { &dlm_config }
+    }
+
+    /// `ci_tcp_port`, network byte order.
+    pub(crate) fn tcp_port_be() -> u16 {
+        // SAFETY: Plain racy read of a word-sized tunable, as the C layer does.
+        unsafe { core::ptr::read_volatile(&raw const cfg().ci_tcp_port) }
+    }
+
+    /// `ci_buffer_size`.
+    pub(crate) fn buffer_size() -> usize {
+        // SAFETY: As above.
+        unsafe { core::ptr::read_volatile(&raw const cfg().ci_buffer_size) as usize }
+    }
+
+    /// `ci_protocol`.
+    pub(crate) fn protocol() -> u32 {
+        // SAFETY: As above.
+        unsafe { core::ptr::read_volatile(&raw const cfg().ci_protocol) }
+    }
+
+    /// `ci_mark`.
+    pub(crate) fn mark() -> u32 {
+        // SAFETY: As above.
+        unsafe { core::ptr::read_volatile(&raw const cfg().ci_mark) }
+    }
+}
+
+/// Our node id.
+pub(crate) fn our_nodeid() -> i32 {
+    // SAFETY: Lockless read in config.c; valid once a local comm exists, which start checks.
+    unsafe { dlm_our_nodeid() }
+}

@@ -29,12 +29,12 @@ use kernel::{
 use crate::proto::reliable::UnackedQueue;
 
 use super::{
-    ffi::{self, SkCallbacks},
+    ffi::{self, config, our_nodeid, SkCallbacks},
     log::{log_print, log_print_ratelimited, trace},
     midcomms,
     node::{io, Conn, Node},
     sock::{Io, SockAddr, Socket},
-    sync::{new_spinlock_bh, NofsScope, OwnedQueue, SpinLockBh},
+    sync::{cancel_arc_work, new_spinlock_bh, NofsScope, OwnedQueue, SpinLockBh},
 };
 
 /// Largest message on the wire (`DLM_MAX_SOCKET_BUFSIZE`).
@@ -143,46 +143,6 @@ pub(crate) fn exit() {
         // SAFETY: `p` is the reference leaked by `init`; nobody uses it any more.
         drop(unsafe { Arc::from_raw(p) });
     }
-}
-
-/// The `dlm_config` tunables the transport reads.
-pub(crate) mod config {
-    use super::ffi;
-
-    fn cfg() -> &'static ffi::DlmConfigInfo {
-        // SAFETY: `dlm_config` is a static of config.c that lives as long as the module.
-        unsafe { &ffi::dlm_config }
-    }
-
-    /// `ci_tcp_port`, network byte order.
-    pub(crate) fn tcp_port_be() -> u16 {
-        // SAFETY: Plain racy read of a word-sized tunable, as the C layer does.
-        unsafe { core::ptr::read_volatile(&raw const cfg().ci_tcp_port) }
-    }
-
-    /// `ci_buffer_size`.
-    pub(crate) fn buffer_size() -> usize {
-        // SAFETY: As above.
-        unsafe { core::ptr::read_volatile(&raw const cfg().ci_buffer_size) as usize }
-    }
-
-    /// `ci_protocol`.
-    pub(crate) fn protocol() -> u32 {
-        // SAFETY: As above.
-        unsafe { core::ptr::read_volatile(&raw const cfg().ci_protocol) }
-    }
-
-    /// `ci_mark`.
-    pub(crate) fn mark() -> u32 {
-        // SAFETY: As above.
-        unsafe { core::ptr::read_volatile(&raw const cfg().ci_mark) }
-    }
-}
-
-/// Our node id.
-pub(crate) fn our_nodeid() -> i32 {
-    // SAFETY: Lockless read in config.c; valid once a local comm exists, which start checks.
-    unsafe { ffi::dlm_our_nodeid() }
 }
 
 impl Comms {
@@ -542,17 +502,9 @@ fn cancel_node_work<const ID: u64>(node: &Arc<Node>)
 where
     Node: kernel::workqueue::HasWork<Node, ID>,
 {
-    // SAFETY: `node` points to a live `Node`.
-    let w = unsafe {
-        <Node as kernel::workqueue::HasWork<Node, ID>>::raw_get_work(Arc::as_ptr(node).cast_mut())
-    };
-    // SAFETY: `w` is the embedded work item of a live node.
-    let was_pending = unsafe { bindings::cancel_work_sync(Work::<Node, ID>::raw_get(w)) };
-    if was_pending {
-        // SAFETY: A pending work item owns one `Arc<Node>` leaked by `enqueue`; cancelling it
-        // means `run` will never reclaim it, so we do.
-        drop(unsafe { Arc::from_raw(Arc::as_ptr(node)) });
-    }
+    // SAFETY: `node` is a live `Arc<Node>`, and node work items are only enqueued as
+    // `Arc<Node>` (`queue_swork`, `queue_rwork`).
+    unsafe { cancel_arc_work::<Node, ID>(Arc::as_ptr(node)) }
 }
 
 fn cancel_comms_work<const ID: u64>(c: ArcBorrow<'_, Comms>)
@@ -560,14 +512,9 @@ where
     Comms: kernel::workqueue::HasWork<Comms, ID>,
 {
     let p: *const Comms = &*c;
-    // SAFETY: `p` points to the live global state.
-    let w = unsafe { <Comms as kernel::workqueue::HasWork<Comms, ID>>::raw_get_work(p.cast_mut()) };
-    // SAFETY: `w` is the embedded work item of the live global state.
-    let was_pending = unsafe { bindings::cancel_work_sync(Work::<Comms, ID>::raw_get(w)) };
-    if was_pending {
-        // SAFETY: As in `cancel_node_work`.
-        drop(unsafe { Arc::from_raw(p) });
-    }
+    // SAFETY: `c` borrows the live global `Arc<Comms>`, and its work items are only enqueued
+    // as `Arc<Comms>`.
+    unsafe { cancel_arc_work::<Comms, ID>(p) }
 }
 
 /// `dlm_lowcomms_shutdown()`: closes the listen socket, half-closes every connection, waits up
@@ -893,21 +840,12 @@ fn drain(c: &Comms, node: &Arc<Node>, conn: &mut Conn) -> Drain {
         if buf.extend_from_slice(&conn.leftover, GFP_KERNEL).is_err() {
             return Drain::Retry;
         }
-        let spare = buf.spare_capacity_mut();
-        let spare_len = spare.len();
-        let spare_ptr = spare.as_mut_ptr().cast::<u8>();
-        // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; the socket only writes into it and we
-        // only count the bytes it reports as written.
-        let spare: &mut [u8] = unsafe { core::slice::from_raw_parts_mut(spare_ptr, spare_len) };
-        let res = sock.recv(spare);
+        let res = sock.recv_append(&mut buf);
         trace::recv(node.nodeid, Io::trace_ret(&res));
         match res {
             Ok(Io::Again) => return Drain::Done,
             Ok(Io::Done(0)) => return Drain::Closed,
-            Ok(Io::Done(n)) => {
-                // SAFETY: `recv` initialised `n` bytes of the spare capacity.
-                unsafe { buf.inc_len(n) };
-            }
+            Ok(Io::Done(_)) => {}
             Err(_) => return Drain::Closed,
         }
         let framed = midcomms::frame(node.nodeid, &buf);

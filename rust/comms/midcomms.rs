@@ -25,9 +25,9 @@ use crate::proto::{
 };
 
 use super::{
-    ffi,
+    ffi::{self, our_nodeid},
     log::{jiffies, log_print, log_print_ratelimited, trace},
-    lowcomms::{self, our_nodeid, queue_swork, MAX_SOCKET_BUFSIZE},
+    lowcomms::{self, queue_swork, MAX_SOCKET_BUFSIZE},
     node::{io, Entry, MsgRef, Node, Reservation, Tx, UnackedList, WriteQueue},
     page::SendPage,
 };

@@ -314,6 +314,22 @@ impl Socket {
         }
     }
 
+    /// Receives into the spare capacity of `buf` (non-blocking) and extends its length by what
+    /// arrived.
+    pub(crate) fn recv_append(&self, buf: &mut KVec<u8>) -> Result<Io> {
+        let spare = buf.spare_capacity_mut();
+        let (ptr, len) = (spare.as_mut_ptr().cast::<u8>(), spare.len());
+        // SAFETY: `MaybeUninit<u8>` has the layout of `u8`; the socket only writes into the
+        // spare capacity, and only the bytes it reports as written are counted below.
+        let spare = unsafe { core::slice::from_raw_parts_mut(ptr, len) };
+        let res = self.recv(spare);
+        if let Ok(Io::Done(n)) = res {
+            // SAFETY: `recv` initialised the first `n` bytes of the spare capacity.
+            unsafe { buf.inc_len(n) };
+        }
+        res
+    }
+
     /// Sends `len` bytes at `off` of `page` without copying (`MSG_SPLICE_PAGES`); the network
     /// stack takes its own page reference for what it queues.
     pub(crate) fn send_page(&self, page: &SendPage, off: usize, len: usize) -> Result<Io> {

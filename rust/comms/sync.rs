@@ -9,8 +9,11 @@ use core::ptr::NonNull;
 use kernel::{
     bindings,
     prelude::*,
-    sync::lock::{Backend, Lock},
-    workqueue::Queue, //
+    sync::{
+        lock::{Backend, Lock},
+        Arc,
+    },
+    workqueue::{HasWork, Queue, Work}, //
 };
 
 use super::ffi;
@@ -125,5 +128,28 @@ impl Drop for NofsScope {
     fn drop(&mut self) {
         // SAFETY: `self.0` came from the matching save in the same task.
         unsafe { ffi::dlm_rs_memalloc_nofs_restore(self.0) }
+    }
+}
+
+/// Cancels work item `ID` of the `Arc`-managed `T` at `p` and waits for a running instance to
+/// finish (`cancel_work_sync()`).  A pending item owned the `Arc<T>` reference that `enqueue`
+/// leaked; since it will not run now, that reference is dropped here.
+///
+/// # Safety
+///
+/// `p` must point to a live `T` owned by an `Arc<T>`, and work item `ID` of `T` must only ever
+/// be enqueued as an `Arc<T>`.
+pub(crate) unsafe fn cancel_arc_work<T, const ID: u64>(p: *const T)
+where
+    T: HasWork<T, ID>,
+{
+    // SAFETY: `p` points to a live `T` (the caller's promise).
+    let w = unsafe { <T as HasWork<T, ID>>::raw_get_work(p.cast_mut()) };
+    // SAFETY: `w` is the initialised work item embedded in that live `T`.
+    let was_pending = unsafe { bindings::cancel_work_sync(Work::<T, ID>::raw_get(w)) };
+    if was_pending {
+        // SAFETY: The pending item held one reference of the `Arc<T>` that owns `p` (the
+        // caller's promise that it is only enqueued as `Arc<T>`); reclaim and drop it.
+        drop(unsafe { Arc::from_raw(p) });
     }
 }

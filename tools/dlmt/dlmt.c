@@ -1364,6 +1364,30 @@ static int unlock_sync(int fd, int slot, uint32_t lkid, uint32_t flags,
 	return 0;
 }
 
+/* Convert lock lkid to mode (with VALBLK: lvb is written on a down-convert)
+ * and wait for the completion, which must carry status 0. */
+static int convert_sync(int fd, uint32_t lkid, int mode, const void *lvb,
+			uint64_t cookie, struct dlm_lksb *lksb, struct ast *a,
+			const char *what)
+{
+	long r = submit_lock(fd, 0, mode, DLM_LKF_CONVERT | DLM_LKF_VALBLK,
+			     NULL, lkid, lvb, cookie, lksb);
+
+	if (r < 0) {
+		errmsg("%s failed: %s", what, strerror((int)-r));
+		return (int)r;
+	}
+	r = wait_cast(fd, cookie, -1, a, what);
+	if (r)
+		return (int)r;
+	if (a->status != 0) {
+		errmsg("%s completed with status %d (%s)", what, a->status,
+		       dlm_strerror(-a->status));
+		return -EPROTO;
+	}
+	return 0;
+}
+
 static int cmd_torture(void)
 {
 	const char *ls = g_o.pos[0], *res = g_o.res;
@@ -1407,28 +1431,16 @@ static int cmd_torture(void)
 	t0 = now_ns();
 	for (uint64_t i = 0; i < g_o.iters; i++) {
 		uint64_t c, ck = cookie++;
+		char what[64];
 		long lkid;
-		int r;
 
 		if (g_o.convert) {
 			lkid = anchor;
-			r = (int)submit_lock(fd, 0, DLM_LOCK_EX,
-					     DLM_LKF_CONVERT | DLM_LKF_VALBLK,
-					     NULL, (uint32_t)anchor, NULL, ck,
-					     &lksb_anchor);
-			if (r < 0) {
-				errmsg("iteration %" PRIu64 ": convert NL->EX failed: %s",
-				       i + 1, strerror(-r));
+			snprintf(what, sizeof(what),
+				 "iteration %" PRIu64 ": convert NL->EX", i + 1);
+			if (convert_sync(fd, (uint32_t)anchor, DLM_LOCK_EX, NULL,
+					 ck, &lksb_anchor, &a, what))
 				goto out;
-			}
-			r = wait_cast(fd, ck, -1, &a, "convert NL->EX");
-			if (r)
-				goto out;
-			if (a.status != 0) {
-				errmsg("iteration %" PRIu64 ": convert NL->EX completed with status %d (%s)",
-				       i + 1, a.status, dlm_strerror(-a.status));
-				goto out;
-			}
 		} else {
 			lkid = lock_sync(fd, 0, DLM_LOCK_EX, DLM_LKF_VALBLK, res,
 					 ck, &lksb, &a, -1, "EX lock");
@@ -1469,24 +1481,11 @@ static int cmd_torture(void)
 		lvb_encode(lvb, c + 1, tagbuf);
 
 		if (g_o.convert) {
-			ck = cookie++;
-			r = (int)submit_lock(fd, 0, DLM_LOCK_NL,
-					     DLM_LKF_CONVERT | DLM_LKF_VALBLK,
-					     NULL, (uint32_t)lkid, lvb, ck,
-					     &lksb_anchor);
-			if (r < 0) {
-				errmsg("iteration %" PRIu64 ": convert EX->NL failed: %s",
-				       i + 1, strerror(-r));
+			snprintf(what, sizeof(what),
+				 "iteration %" PRIu64 ": convert EX->NL", i + 1);
+			if (convert_sync(fd, (uint32_t)lkid, DLM_LOCK_NL, lvb,
+					 cookie++, &lksb_anchor, &a, what))
 				goto out;
-			}
-			r = wait_cast(fd, ck, -1, &a, "convert EX->NL");
-			if (r)
-				goto out;
-			if (a.status != 0) {
-				errmsg("iteration %" PRIu64 ": convert EX->NL completed with status %d (%s)",
-				       i + 1, a.status, dlm_strerror(-a.status));
-				goto out;
-			}
 		} else {
 			/* unlock from EX with VALBLK stores the LVB */
 			if (unlock_sync(fd, 0, (uint32_t)lkid, DLM_LKF_VALBLK,
