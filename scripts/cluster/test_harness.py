@@ -145,6 +145,22 @@ class ParseTest(unittest.TestCase):
             # Ours holds it, or every node is ours: never excused.
             self.assertFalse(verdict(1, 3, ["ours", "stock", "stock"]))
             self.assertFalse(verdict(2, 3, ["ours", "ours", "ours"]))
+            # The waiter holds its own request unacknowledged (lost in a reset):
+            # excused when the waiter is stock, never when it is ours.
+            def verdict_request(waiter, master, dlm):
+                with open(path, "w") as f:
+                    f.write("\n".join([
+                        "== node %d" % waiter,
+                        "comm %d: state=ESTABLISHED flags=0 send_queue_count=6 "
+                        "version=0x00030002" % master,
+                        "-- /sys/kernel/debug/dlm/t_waiters",
+                        "2 1 %d counter" % master,
+                    ]) + "\n")
+                err = "lock traffic STALLED under hub resets: x (dump: %s); then: y" % path
+                return S.stall_of_stock_node(err, dlm)
+            self.assertTrue(verdict_request(2, 1, ["ours", "stock", "stock"]))
+            self.assertFalse(verdict_request(1, 2, ["ours", "stock", "stock"]))
+            self.assertFalse(verdict_request(2, 1, ["ours", "ours", "stock"]))
             # No dump to show it: not excused either.
             self.assertFalse(S.stall_of_stock_node("lock traffic STALLED under hub resets",
                                                    ["ours", "stock", "stock"]))
