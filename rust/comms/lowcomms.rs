@@ -211,6 +211,15 @@ pub(crate) fn queue_rwork(node: &Arc<Node>) {
     }
 }
 
+/// Asks the receive work to reset `node`'s connections (any context): the peer then sees a
+/// socket error, reconnects or resends, and retransmits what we never acknowledged.
+pub(crate) fn reset_connection(node: &Arc<Node>) {
+    if !node.io_test_and_set(io::RESET) {
+        node.io.fetch_or(io::RECV_INTR, Ordering::AcqRel);
+        queue_rwork(node);
+    }
+}
+
 /// Queues the send work of `node` (which also connects) unless it is pending, waiting for
 /// write space, or I/O is stopped.  Call it with the node's write queue lock held when it
 /// follows a change of the queue, so that it cannot race with the worker going idle.
@@ -910,6 +919,29 @@ fn hand_over(c: &Comms, node: &Arc<Node>, data: KVec<u8>) -> core::result::Resul
     Ok(())
 }
 
+/// Resets both sockets of `node` (`SO_LINGER` 0), after a sequence gap from it.
+fn reset_sockets(node: &Arc<Node>) {
+    log_print_ratelimited!(
+        "node {} skipped a message: resetting its connection so that it retransmits",
+        node.nodeid
+    );
+    {
+        let mut main = node.main.lock();
+        if let Some(sock) = main.sock.as_ref() {
+            sock.set_abort_on_close();
+            close_main(node, &mut main);
+        }
+    }
+    {
+        let mut other = node.other.lock();
+        if let Some(sock) = other.sock.as_ref() {
+            sock.set_abort_on_close();
+        }
+        other.close();
+    }
+    midcomms::connection_lost(node);
+}
+
 fn comms_borrow(c: &Comms) -> ArcBorrow<'_, Comms> {
     // SAFETY: `c` is the global state, which lives in an `Arc` (see `init`).
     unsafe { ArcBorrow::from_raw(c) }
@@ -925,6 +957,9 @@ impl WorkItem<0> for Node {
         let _nofs = NofsScope::enter();
         loop {
             node.io.fetch_and(!io::RECV_INTR, Ordering::AcqRel);
+            if node.io_test_and_clear(io::RESET) {
+                reset_sockets(&node);
+            }
             let mut retry = false;
             {
                 let mut main = node.main.lock();

@@ -55,6 +55,8 @@ struct NodeIo<'a> {
     deliver: Option<(usize, usize, Option<Seq>)>,
     kick: bool,
     wake: bool,
+    /// The peer skipped a sequence number: its connection must be reset.
+    gap: bool,
 }
 
 impl<'a> NodeIo<'a> {
@@ -66,6 +68,7 @@ impl<'a> NodeIo<'a> {
             deliver: None,
             kick: false,
             wake: false,
+            gap: false,
         }
     }
 
@@ -130,6 +133,9 @@ impl PeerIo for NodeIo<'_> {
     }
 
     fn event(&mut self, e: Event) {
+        if matches!(e, Event::Gap { .. }) {
+            self.gap = true;
+        }
         log_event(self.nodeid, e);
     }
 }
@@ -175,34 +181,41 @@ fn log_event(nodeid: i32, e: Event) {
 }
 
 /// Runs `f` with the node's protocol state and a [`NodeIo`], then does what it asked for after
-/// the lock: queue the send work, wake waiters, deliver a message (from `frame`).
+/// the lock: queue the send work, wake waiters, reset the connection after a sequence gap,
+/// deliver a message (from `frame`).
 fn with_peer<R>(
     node: &Arc<Node>,
     frame: &[u8],
     f: impl FnOnce(&mut Peer, &mut UnackedList, &mut NodeIo<'_>) -> R,
 ) -> Option<R> {
-    let (r, deliver, wake) = {
+    let (r, deliver, wake, gap) = {
         let mut guard = node.tx.lock();
         let Tx { wq, peer, unacked } = &mut *guard;
         if wq.ensure_room(STEP_ROOM).is_err() {
             log_print_ratelimited!("no memory for the protocol of node {}", node.nodeid);
             return None;
         }
-        let (r, deliver, kick, wake) = {
+        let (r, deliver, kick, wake, gap) = {
             let mut nio = NodeIo::new(node.nodeid, wq);
             nio.frame = frame.as_ptr();
             let r = f(peer, unacked, &mut nio);
-            (r, nio.deliver, nio.kick, nio.wake)
+            (r, nio.deliver, nio.kick, nio.wake, nio.gap)
         };
         let v = peer.version().map_or(0, Version::to_wire);
         node.version.store(v, Ordering::Release);
         if kick {
             queue_swork(node);
         }
-        (r, deliver, wake)
+        (r, deliver, wake, gap)
     };
     if wake {
         node.wait.notify_all();
+    }
+    if gap {
+        // A message of the peer was lost with a broken connection and it sends on regardless
+        // (C peers retransmit only after a socket error): reset its connection, so that it
+        // retransmits everything unacknowledged from the lost one on.
+        lowcomms::reset_connection(node);
     }
     if let Some((off, len, seq)) = deliver {
         if let Some(msg) = frame.get(off..off + len) {

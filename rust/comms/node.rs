@@ -56,6 +56,8 @@ pub(crate) mod io {
     /// A lockspace added the node (`dlm_lowcomms_connect_node()`): connect even with nothing
     /// to send, as C does; dropped once connected or when no lockspace uses the node.
     pub(crate) const CONNECT: usize = 1 << 6;
+    /// The peer skipped a sequence number: the receive work resets its connections.
+    pub(crate) const RESET: usize = 1 << 7;
 }
 
 /// One page of the write queue.

@@ -408,33 +408,50 @@ def sc_kill(cl, ctx):
     ctx.numbers.update(increments_reported=lo, lvb=v, in_flight=v - lo)
 
 
-# Bad frames for the badbytes scenario: (name, h_version, h_length, the
-# receiver's log line for our layer, for the stock C layer).  Each is 16
-# bytes on the wire (debugfs rawmsg takes a header at least), DLM_MSG.
+# Bad frames for the badbytes scenario: (name, bytes for a sender, the
+# receiver's log line for our layer, for the stock C layer).  debugfs rawmsg
+# queues them between whole messages; it takes a header at least.
+def bad_header(version, length):
+    """16 bytes of dlm_header: h_version, h_lockspace 0, h_nodeid, h_length,
+    h_cmd DLM_MSG, h_pad."""
+    return lambda sender: struct.pack("<IIIHBB", version, 0, sender, length, 1, 0)
+
+
+GAP_SEQ = 0x40000000
+
+
+def gap_fin(sender):
+    """A well-formed DLM_OPTS carrying a DLM_FIN, numbered far ahead of
+    anything the sender sent: to the receiver, messages were lost."""
+    return (struct.pack("<IIIHBB", 0x00030002, GAP_SEQ, sender, 40, 3, 0) +
+            struct.pack("<BBHI", 5, 0, 0, 0) +
+            struct.pack("<IIIHBB", 0x00030002, 0, sender, 16, 5, 0))
+
+
 BAD_FRAMES = [
-    ("length 8", 0x00030002, 8,
+    ("length 8", bad_header(0x00030002, 8),
      r"received invalid header from node %d: h_length 8 is less than",
      r"received invalid length header: 8 from node %d"),
-    ("version 2.1", 0x00020001, 16,
+    ("version 2.1", bad_header(0x00020001, 16),
      r"received invalid header from node %d: h_version 0x00020001 has major version 2",
      r"received invalid version header: [0-9]+ from node %d"),
-    ("length 5000", 0x00030002, 5000,
+    ("length 5000", bad_header(0x00030002, 5000),
      r"received invalid header from node %d: h_length 5000 exceeds",
      r"received invalid length header: 5000 from node %d"),
+    # Not malformed: a sequence gap.  Ours resets the connection so the
+    # sender retransmits; C only drops the message (nothing was lost here).
+    ("seq gap", gap_fin,
+     r"node %d skipped a message: resetting its connection",
+     r"ignore dlm msg because seq mismatch, seq: %d, expected: [0-9]+, nodeid: %%d" % GAP_SEQ),
 ]
 
 
-def bad_frame(version, length, sender):
-    """16 bytes of dlm_header: h_version, h_lockspace 0, h_nodeid, h_length,
-    h_cmd DLM_MSG, h_pad."""
-    return struct.pack("<IIIHBB", version, 0, sender, length, 1, 0)
-
-
 def sc_badbytes(cl, ctx):
-    """A configured peer sends a frame with a bad length or version (debugfs
-    rawmsg writes it into the stream between whole messages) while every
-    node tortures: the receiver logs one clear line and closes, the peer
-    reconnects, and no lock message is lost (exact LVB counter)."""
+    """A configured peer sends a frame with a bad length or version, or a
+    message numbered far ahead (debugfs rawmsg writes it into the stream
+    between whole messages) while every node tortures: the receiver logs one
+    clear line and closes, the peer reconnects, and no lock message is lost
+    (exact LVB counter)."""
     ids = cl.alive()
     cl.join(LS, ids)
     anchor(cl, ctx)
@@ -450,10 +467,10 @@ def sc_badbytes(cl, ctx):
     time.sleep(4)
     opens0 = tcp_opens(cl, ids)
     with StallWatch(cl, ctx) as watch:
-        for s, r, (what, version, length, ours_re, stock_re) in plan:
+        for s, r, (what, build, ours_re, stock_re) in plan:
             pat = (stock_re if cl.dlm[r - 1] == "stock" else ours_re) % s
             before = dmesg_count(cl, [r], pat)
-            frame = bad_frame(version, length, s)
+            frame = build(s)
             esc = "".join("\\%03o" % b for b in frame)
             cl.node(s).run("printf '%s' > /tmp/bad && "
                            "dd if=/tmp/bad of=/sys/kernel/debug/dlm/comms/%d/rawmsg bs=64 "
