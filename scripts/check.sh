@@ -78,6 +78,8 @@ fi
 if want host; then
 	(cd rust/host && cargo fmt --check) >"$logdir/host-fmt.log" 2>&1 && passed=$((passed + 1)) ||
 		{ cat "$logdir/host-fmt.log"; fail "rustfmt (rust/host, rust/proto)"; }
+	rustfmt --edition 2021 --check rust/dlm_comms.rs rust/comms/*.rs >"$logdir/kernel-fmt.log" 2>&1 &&
+		passed=$((passed + 1)) || { cat "$logdir/kernel-fmt.log"; fail "rustfmt (rust/comms, the kernel crate)"; }
 	(cd rust/host && cargo clippy -q --release --all-targets -- -D warnings) >"$logdir/host-clippy.log" 2>&1 &&
 		passed=$((passed + 1)) || { cat "$logdir/host-clippy.log"; fail "clippy (rust/host, rust/proto)"; }
 	run host-test bash -c 'cd rust/host && cargo test --release 2>&1'
