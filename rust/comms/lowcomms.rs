@@ -857,9 +857,8 @@ fn drain(c: &Comms, node: &Arc<Node>, conn: &mut Conn) -> Drain {
             Ok(Io::Done(_)) => {}
             Err(_) => return Drain::Closed,
         }
-        let framed = midcomms::frame(node.nodeid, &buf);
-        let complete = framed.complete;
-        if framed.bad {
+        let (complete, bad) = midcomms::frame(node.nodeid, &buf);
+        if bad {
             // The stream cannot be split any more: deliver the whole messages before the bad
             // header, then reset the connection, so the peer (C or ours) sees an error,
             // reconnects and retransmits everything unacknowledged.

@@ -232,41 +232,21 @@ fn with_peer<R>(
 
 // ---- framing (dlm_io worker) ------------------------------------------------------------
 
-/// How a received buffer splits into messages.
-pub(crate) struct Framed {
-    /// Length of the leading whole messages, which can be delivered.
-    pub(crate) complete: usize,
-    /// A header after them failed the framer's checks (already logged): the caller delivers
-    /// the leading messages, then closes the connection.
-    pub(crate) bad: bool,
-}
-
-/// Splits `buf` like C's `dlm_validate_incoming_buffer()`.  A header with an impossible length
-/// or version ends the stream: one rate-limited log line, and the caller closes the connection
-/// so the peer reconnects and the reliable layer retransmits what was not acknowledged (C
-/// drops the whole buffer and leaves the stream to stall).
-pub(crate) fn frame(nodeid: i32, buf: &[u8]) -> Framed {
-    let mut complete = 0;
-    for frame in framer::frames(buf) {
-        match frame {
-            Ok(m) => complete += m.len(),
-            Err(e) => {
-                log_print_ratelimited!(
-                    "received invalid header from node {}: {}, will close the connection",
-                    nodeid,
-                    e
-                );
-                return Framed {
-                    complete,
-                    bad: true,
-                };
-            }
-        }
+/// Splits `buf` like C's `dlm_validate_incoming_buffer()`: returns the length of the leading
+/// whole messages, and whether a header after them has an impossible length or version.  That
+/// ends the stream: one rate-limited log line here, and the caller delivers the prefix and
+/// closes the connection, so the peer reconnects and the reliable layer retransmits what was
+/// not acknowledged (C drops the whole buffer and leaves the stream to stall).
+pub(crate) fn frame(nodeid: i32, buf: &[u8]) -> (usize, bool) {
+    let (complete, bad) = framer::complete_len(buf);
+    if let Some(e) = bad {
+        log_print_ratelimited!(
+            "received invalid header from node {}: {}, will close the connection",
+            nodeid,
+            e
+        );
     }
-    Framed {
-        complete,
-        bad: false,
-    }
+    (complete, bad.is_some())
 }
 
 // ---- receive (dlm_process BH worker) ----------------------------------------------------

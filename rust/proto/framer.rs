@@ -22,9 +22,10 @@
 //! ```
 //!
 //! A header whose `h_length` lies outside [16, 4096], or whose `h_version`
-//! is not 3.1 or 3.2, means the stream can no longer be split into messages: the framer reports a [`FramingError`] as
-//! soon as that header is complete, stays failed, and the caller must close
-//! the connection and reconnect, then call [`Framer::reset`].  (C logs and
+//! is not 3.1 or 3.2, means the stream can no longer be split into
+//! messages: the framer reports a [`FramingError`] as soon as that header is
+//! complete, stays failed, and the caller must close the connection and
+//! reconnect, then call [`Framer::reset`].  (C logs and
 //! drops the chunk but leaves the socket open, which stalls the receive
 //! side; see Documentation/wire-protocol.rst.)
 //!
@@ -336,13 +337,16 @@ impl<'a> Iterator for Frames<'a> {
 }
 
 /// Length of the longest prefix of `buf` made of whole messages, like C's
-/// `dlm_validate_incoming_buffer()`; an error if a header fails
-/// [`wire::check_frame_header`] (C checks only the length there and skips a
-/// message of an unknown version later; we close the connection for both).
-pub fn complete_len(buf: &[u8]) -> Result<usize, WireError> {
+/// `dlm_validate_incoming_buffer()`, and the error of the header that ended
+/// it, if a header fails [`wire::check_frame_header`] (C checks only the
+/// length there and skips a message of an unknown version later; we close
+/// the connection for both, after delivering the prefix).
+pub fn complete_len(buf: &[u8]) -> (usize, Option<WireError>) {
     let mut it = frames(buf);
     for frame in it.by_ref() {
-        frame?;
+        if let Err(e) = frame {
+            return (buf.len() - it.remainder().len(), Some(e));
+        }
     }
-    Ok(buf.len() - it.remainder().len())
+    (buf.len() - it.remainder().len(), None)
 }

@@ -623,10 +623,7 @@ pub fn check_length(h_length: u16) -> Result<usize, WireError> {
 /// length read from it can be trusted.
 pub fn check_frame_header(h_version: u32, h_length: u16) -> Result<usize, WireError> {
     let len = check_length(h_length)?;
-    match Version::from_wire(h_version) {
-        Ok(_) => Ok(len),
-        Err(e) => Err(e),
-    }
+    Version::from_wire(h_version).map(|_| len)
 }
 
 /// Reads `h_version` and `h_length` from the first 16 bytes of `buf` and
