@@ -8,8 +8,9 @@
 # Stages: setup kernel host harness tools module cluster debug.  The cluster
 # stage runs the suite on the stock C layer, on our dlm.ko on every node, and on
 # the two mixed clusters (1 ours + 2 stock, 2 ours + 1 stock); the debug stage
-# builds the debug kernel flavour and runs the cycles scenario on it.  Every stage runs even when
-# an earlier one failed (unless it needs what failed); the last line is
+# builds the debug kernel flavour and runs the cycles scenario on it.  Every
+# stage runs even when an earlier one failed (unless it needs what failed); the
+# last line is
 # "check: N passed, M failed" with the tests of every stage added up, and the
 # exit code is non-zero when anything failed.
 set -uo pipefail
