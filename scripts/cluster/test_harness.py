@@ -161,6 +161,26 @@ class ParseTest(unittest.TestCase):
             self.assertTrue(verdict_request(2, 1, ["ours", "stock", "stock"]))
             self.assertFalse(verdict_request(1, 2, ["ours", "stock", "stock"]))
             self.assertFalse(verdict_request(2, 1, ["ours", "ours", "stock"]))
+            # Seen in badbytes, 1 ours + 2 stock: ours (node 1) holds unacked
+            # messages only for node 2, which is not part of the wait of stock
+            # node 3 on node 1; node 3 holds its own request.  Excused; not
+            # when ours holds anything for node 3.
+            def verdict_third(ours_holds_for):
+                with open(path, "w") as f:
+                    f.write("\n".join([
+                        "== node 1",
+                        "comm %d: state=ESTABLISHED flags=0 send_queue_count=32 "
+                        "version=0x00030002" % ours_holds_for,
+                        "== node 3",
+                        "comm 1: state=ESTABLISHED flags=0 send_queue_count=10 "
+                        "version=0x00030002",
+                        "-- /sys/kernel/debug/dlm/t_waiters",
+                        "2 1 1 counter",
+                    ]) + "\n")
+                err = "lock traffic STALLED under bad bytes: x (dump: %s); then: y" % path
+                return S.expected_failure("badbytes", err, ["ours", "stock", "stock"])
+            self.assertTrue(verdict_third(2))
+            self.assertFalse(verdict_third(3))
             # No dump to show it: not excused either.
             self.assertFalse(S.stall_of_stock_node("lock traffic STALLED under hub resets",
                                                    ["ours", "stock", "stock"]))
