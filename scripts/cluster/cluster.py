@@ -253,7 +253,14 @@ class Node:
         c = self.c
         d = c.dir
         n = self.id
-        append = ("console=ttyS0 panic=-1 printk.devkmsg=on "
+        # tsc=unstable: the kernel has no HPET or ACPI PM timer to calibrate
+        # the TSC against (no ACPI), and under TCG its PIT calibration now
+        # and then "succeeds" with a value 5-17 times too low, making the
+        # guest's clock run that much fast (corosync then sees token
+        # timeouts all the time, and hung-task limits fire early).  Most
+        # boots mark the TSC unstable by themselves and run on jiffies;
+        # this makes every boot do so.
+        append = ("console=ttyS0 panic=-1 printk.devkmsg=on tsc=unstable "
                   "dlmrs.node=%d dlmrs.nodes=%d dlmrs.cluster=%s dlmrs.dlm=%s dlmrs.stack=%s" %
                   (n, c.n, CLUSTER_NAME, "stock" if self.dlm == "stock" else "alt", c.stack))
         return [
