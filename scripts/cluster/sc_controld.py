@@ -283,7 +283,10 @@ def run(cl, ctx, ids):
         time.sleep(2)
     check(by, "no survivor logged gfs2 recovery of node 2's journal %d ('jid=%d: Done' and "
           "'recover jid %d result success') after the kill" % (jid2, jid2, jid2))
-    ctx.say("node %d replayed node 2's journal %d" % (by[0], jid2))
+    m = re.search(r"jid=%d: Replayed (\d+) of (\d+) blocks" % jid2, new[by[0]])
+    replayed = int(m.group(1)) if m else 0
+    ctx.say("node %d recovered node 2's journal %d (%d blocks replayed)" %
+            (by[0], jid2, replayed))
 
     t = {i: torture_total(pend[i])[0] for i in (1, 3)}
     total += sum(t.values())
@@ -312,7 +315,8 @@ def run(cl, ctx, ids):
     ctx.say("host fsck.gfs2 -n: rc=%d" % r.returncode)
     check(r.returncode == 0, "fsck.gfs2 -n failed (rc %d): %s" %
           (r.returncode, (r.stdout + r.stderr)[-1500:]))
-    ctx.numbers.update(increments=total, files=len(files), journal_replayed=jid2)
+    ctx.numbers.update(increments=total, files=len(files), journal_recovered=jid2,
+                       journal_blocks_replayed=replayed)
 
 
 SCENARIOS = [
