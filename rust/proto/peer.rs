@@ -63,7 +63,9 @@ pub enum Event {
         /// Its number.
         seq: Seq,
     },
-    /// A message delivered after the peer's FIN (C warns once).
+    /// A sequenced message delivered after the peer's FIN (C warns once);
+    /// the peer sends nothing sequenced after its FIN, so this is a
+    /// protocol violation.
     DeliveredAfterFin,
     /// The close state machine saw an input it did not expect.
     Unexpected(fin::Unexpected),
@@ -284,12 +286,14 @@ impl Peer {
         }
 
         match packet.body {
-            Body::Plain(msg) => {
-                if self.fin.stop_rx() {
-                    io.event(Event::DeliveredAfterFin);
-                }
-                io.deliver(msg, None);
-            }
+            // Not checked against the peer's FIN: from a 3.2 peer a plain
+            // message is a stateless RCOM (STATUS, NAMES or their replies),
+            // which lives outside any connection lifetime: a peer that
+            // reset after its FIN probes us with STATUS, and a reply to our
+            // STATUS can cross the peer's FIN.  C senders send them after
+            // their FIN too; C's receiver warns about them all the same
+            // (WARN_ON_ONCE on STOP_RX), a false alarm we do not repeat.
+            Body::Plain(msg) => io.deliver(msg, None),
             Body::Ack { seq } => self.on_ack(Seq(seq), q, io),
             Body::Opts(o) => {
                 let seq = Seq(o.seq);

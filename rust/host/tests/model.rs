@@ -548,3 +548,34 @@ fn peer_active_close_and_retransmission_on_connect() {
     assert_eq!(n.peer.state(), State::Closed);
     assert_eq!(n.peer.poll_shutdown(1), dlm_proto::proto::fin::Wait::Done);
 }
+
+#[test]
+fn peer_only_sequenced_messages_count_as_delivered_after_fin() {
+    let mut n = One::new();
+    {
+        let (p, q, mut io) = n.io();
+        p.add_member(q, &mut io);
+    }
+    n.rx(&status_from(2));
+    n.rx(&msg_frame(2, Seq(0), 0));
+    n.rx(&fin_from(2, 1));
+    {
+        let (p, q, mut io) = n.io();
+        p.remove_member(q, &mut io);
+    }
+    assert_eq!(n.peer.state(), State::LastAck);
+    assert!(n.peer.fin().stop_rx());
+    n.events.clear();
+    // A stateless RCOM is the version probe of a peer that reset after its
+    // FIN: normal, and C does not warn about it either.
+    n.rx(&status_from(2));
+    assert!(
+        !n.events.contains(&Event::DeliveredAfterFin),
+        "{:?}",
+        n.events
+    );
+    // A sequenced message after the peer's FIN is a protocol violation.
+    n.rx(&msg_frame(2, Seq(2), 2));
+    assert_eq!(n.events.last(), Some(&Event::DeliveredAfterFin));
+    assert_eq!(n.side.delivered, vec![0, 2]);
+}
