@@ -390,8 +390,16 @@ impl Peer {
         self.is_3_2() && !self.fin.stop_tx() && self.reliable.can_send() && q.has_room()
     }
 
-    /// A new connection to the peer is up: send every unacked message
-    /// again, in order (3.2 peers only).  Returns how many.
+    /// A new connection to the peer is up: send our ACK, then every
+    /// unacked message again, in order (3.2 peers only).  Returns how many
+    /// messages.
+    ///
+    /// The ACK goes first because the last one may have been lost with the
+    /// old connection: the peer then holds a window of messages we already
+    /// have and sends it all again, while its own copies and ours take a
+    /// window's worth of bytes each before an ACK queued behind them gets
+    /// through.  Under repeated connection loss that can keep both windows
+    /// full for good.  The caller places the ACK ahead of the copies.
     pub fn connected<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(
         &mut self,
         q: &Q,
@@ -400,6 +408,7 @@ impl Peer {
         if !self.is_3_2() {
             return 0;
         }
+        io.send_ack(self.reliable.ack_value());
         self.reliable.retransmit(q, &mut |s, e| io.resend(s, e))
     }
 

@@ -539,6 +539,7 @@ fn peer_active_close_and_retransmission_on_connect() {
         .side
         .out
         .iter()
+        .filter(|(sequenced, _)| *sequenced)
         .map(|(_, f)| u32::from_le_bytes([f[4], f[5], f[6], f[7]]))
         .collect();
     assert_eq!(seqs, vec![0, 1, 2]);
@@ -578,4 +579,31 @@ fn peer_only_sequenced_messages_count_as_delivered_after_fin() {
     n.rx(&msg_frame(2, Seq(2), 2));
     assert_eq!(n.events.last(), Some(&Event::DeliveredAfterFin));
     assert_eq!(n.side.delivered, vec![0, 2]);
+}
+
+#[test]
+fn peer_connected_sends_our_ack_before_the_retransmissions() {
+    let mut n = One::new();
+    n.rx(&status_from(2));
+    for i in 0..5u32 {
+        n.rx(&msg_frame(2, Seq(i), i as u64));
+    }
+    n.send(0).unwrap();
+    n.send(1).unwrap();
+    n.side.out.clear();
+    // A new connection: the peer may still hold the five messages we got
+    // (our ACK was lost with the old connection).  Our ACK goes first, so
+    // that it does not wait behind our own retransmissions.
+    let k = {
+        let (p, q, mut io) = n.io();
+        p.connected(q, &mut io)
+    };
+    assert_eq!(k, 2);
+    let out: Vec<(bool, u32)> = n
+        .side
+        .out
+        .iter()
+        .map(|(s, f)| (*s, u32::from_le_bytes([f[4], f[5], f[6], f[7]])))
+        .collect();
+    assert_eq!(out, vec![(false, 5), (true, 0), (true, 1)]);
 }
