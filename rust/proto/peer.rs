@@ -268,6 +268,19 @@ impl Peer {
             }
         }
 
+        // Likewise a stateless RCOM (typically the reply to a STATUS of
+        // ours that crossed the peer's FIN) is delivered but is no version
+        // detection: it must not move the node back to ESTABLISHED, where a
+        // leftover ACK looks invalid and a later active close sends a FIN
+        // the peer takes for a stale one.  The next lifetime detects the
+        // version once a lockspace added the node again.
+        if let Body::Plain(msg) = packet.body {
+            if self.fin.closed_after_fin() {
+                io.deliver(msg, None);
+                return Ok(());
+            }
+        }
+
         match self.version.observe(packet.version) {
             Ok(Observed::Detected(v)) => {
                 io.event(Event::VersionDetected(v));

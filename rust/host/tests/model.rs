@@ -607,3 +607,49 @@ fn peer_connected_sends_our_ack_before_the_retransmissions() {
         .collect();
     assert_eq!(out, vec![(false, 5), (true, 0), (true, 1)]);
 }
+
+#[test]
+fn peer_stateless_rcom_after_a_finished_close_is_no_version_detection() {
+    let mut n = One::new();
+    {
+        let (p, q, mut io) = n.io();
+        p.add_member(q, &mut io);
+    }
+    n.rx(&status_from(2));
+    n.rx(&fin_from(2, 0));
+    {
+        let (p, q, mut io) = n.io();
+        p.remove_member(q, &mut io);
+    }
+    // Our passive FIN (0) is acked: the lifetime is over.
+    n.rx(&ack_from(2, 1));
+    assert_eq!(n.peer.state(), State::Closed);
+    assert_eq!(n.peer.version(), None);
+    n.side.out.clear();
+    // The peer's reply to a STATUS of ours crosses the close: it is
+    // delivered, but the node stays CLOSED and the version unknown, so a
+    // leftover ACK after it changes nothing either.
+    let mut reply = status_from(2);
+    reply[16] = 5; // RCOM_STATUS_REPLY
+    n.events.clear();
+    n.rx(&reply);
+    assert_eq!(n.peer.state(), State::Closed);
+    assert_eq!(n.peer.version(), None);
+    n.rx(&ack_from(2, 1));
+    assert_eq!(n.peer.state(), State::Closed);
+    assert!(
+        !n.events
+            .iter()
+            .any(|e| matches!(e, Event::AckInvalid { .. } | Event::VersionDetected(_))),
+        "{:?}",
+        n.events
+    );
+    // A new lifetime: add_member, then the peer's STATUS detects it.
+    {
+        let (p, q, mut io) = n.io();
+        p.add_member(q, &mut io);
+    }
+    n.rx(&status_from(2));
+    assert_eq!(n.peer.version(), Some(Version::V3_2));
+    assert_eq!(n.peer.state(), State::Established);
+}
