@@ -92,7 +92,7 @@ if want host; then
 	if command -v cargo-fuzz >/dev/null; then
 		mkdir -p build/fuzz/framer_codec
 		run fuzz bash -c 'cd rust/host/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O framer_codec \
-			../../../build/fuzz/framer_codec corpus/framer_codec -- -max_total_time=60 2>&1'
+			../../../build/fuzz/framer_codec corpus/framer_codec -- -max_total_time=60 -max_len=20000 2>&1'
 		rc=$?
 		if [ $rc -eq 0 ] && grep -Eq '^Done [0-9]+ runs in' "$logdir/fuzz.log"; then
 			passed=$((passed + 1))
