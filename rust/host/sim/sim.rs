@@ -1016,15 +1016,13 @@ impl PeerIo for Io<'_> {
         if f.delivered(id) {
             return;
         }
-        if f.abandoned.contains(&id) {
-            // Given up already, by a forced reset of the receiver.
-            return;
-        }
         let next = f.next;
         if !self.resetting {
             self.fail(format!(
                 "node {me} released message {id} (seq {seq}) to node {them} on an ACK, but it was never delivered (receiver expects id {next})"
             ));
+        } else if f.abandoned.contains(&id) {
+            // Given up already, by a forced reset of the receiver.
         } else if self.forced {
             f.abandoned.insert(id);
             self.stats.abandoned += 1;
