@@ -156,10 +156,11 @@ fn main() -> ExitCode {
     let s = total.into_inner().unwrap();
     let nf = failures.into_inner().unwrap().len();
     println!(
-        "{} seeds ({}..{}), 2..32 nodes, {} threads{}{}: {} failed, {:.1}s",
+        "{} seeds ({}..{}), {} nodes, {} threads{}{}: {} failed, {:.1}s",
         seeds,
         start,
         end,
+        nodes.map_or("2..32".to_string(), |n| n.to_string()),
         threads,
         brk.map(|b| format!(", broken glue {}", b.name()))
             .unwrap_or_default(),
