@@ -733,7 +733,8 @@ def role_coverage(results):
             mine = dlm[node - 1] != "stock"
             if any((dlm[p - 1] != "stock") != mine for p in peers):
                 key = (role, "ours" if mine else "stock")
-                cover.setdefault(key, []).append("%s: node %d" % (label, node))
+                cover.setdefault(key, []).append("%s node %d" % (label.split(":")[0] + "]",
+                                                                 node))
     names = list(REQUIRED_ROLES) + sorted({r for r, _ in cover} - set(REQUIRED_ROLES))
     lines, missing = [], []
     for role in names:
@@ -742,8 +743,9 @@ def role_coverage(results):
             where = sorted(set(cover.get((role, side), [])))
             if not where and role in REQUIRED_ROLES:
                 missing.append("%s (%s)" % (role, what))
-            cells.append("%s: %s" % (what, "; ".join(where) or "NOT COVERED"))
-        lines.append("  %-44s %s" % (role, " | ".join(cells)))
+            cells.append("    %-19s %s" % (what + ":", ", ".join(where) or "NOT COVERED"))
+        lines.append("  %s" % role)
+        lines += cells
     return lines, missing
 
 
