@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -235,6 +236,82 @@ class ParseTest(unittest.TestCase):
         self.assertEqual(sorted(f for _, f in to_stock), sorted(S.BAD_FRAMES_FOR_STOCK))
         self.assertTrue(all(s == 1 for s, _ in to_stock))
         self.assertEqual(len([1 for _, r, _ in plan if r == 1]), len(S.BAD_FRAMES))
+
+    def test_stock_stall_proof(self):
+        """StallWatch.prove_stock_stall on a fake cluster: which connections
+        it kills, in which order, and when a stall counts as recovered."""
+        class Node:
+            def __init__(self, cl, i):
+                self.cl, self.i, self.batches = cl, i, 0
+
+            def console_text(self):
+                return "dlmrs-torture x\n" * self.batches
+
+            def run(self, script, timeout=60):
+                self.cl.kills.append((self.i, script.split("dst ")[1].split("'")[0]))
+                if (self.i, script.split("dst ")[1].split("'")[0]) in self.cl.cures:
+                    for n in self.cl.nodes.values():
+                        n.batches += 1
+                return C.Result(self.i, script, 0, "1\n", "", 0)
+
+        class Cluster:
+            scale = 1
+
+            def __init__(self, dlm, cures):
+                self.dlm, self.cures, self.kills = dlm, cures, []
+                self.nodes = {i: Node(self, i) for i in (1, 2, 3)}
+                self.transcript = type("T", (), {"write": lambda self, t: None})()
+
+            def node(self, i):
+                return self.nodes[i]
+
+            def alive(self):
+                return [1, 2, 3]
+
+        def dump(holds):
+            lines = []
+            for a, b, n in holds:
+                lines += ["== node %d" % a, "comm %d: state=ESTABLISHED flags=0 "
+                          "send_queue_count=%d version=0x00030002" % (b, n)]
+            return "\n".join(lines) + "\n"
+
+        def prove(dlm, holds, cures):
+            cl = Cluster(dlm, cures)
+            ctx = SC.Ctx(cl, "t", 0)
+            ctx.say = lambda m: None
+            done = type("P", (), {"done": threading.Event()})
+            w = SC.StallWatch(cl, ctx, {1: done(), 2: done(), 3: done()})
+            w.RECOVER_SECS = 0.6
+            with tempfile.NamedTemporaryFile("w", suffix=".txt") as f:
+                f.write(dump(holds))
+                f.flush()
+                why = w.prove_stock_stall(f.name, [1, 2, 3], w.progress())
+            return why, cl.kills, ctx
+        ours = "/x/dlm.ko"
+        # Stock 1 holds messages for stock 3 and for ours 2: the stock pair
+        # first, which cures it; ours is not touched.
+        why, kills, ctx = prove(["stock", ours, "stock"], [(1, 3, 12), (1, 2, 4)],
+                                {(1, "192.0.2.3")})
+        self.assertIsNone(why)
+        self.assertEqual(kills, [(1, "192.0.2.3")])
+        self.assertEqual(len(ctx.stock_stalls), 1)
+        self.assertNotIn("reset too", ctx.stock_stalls[0])
+        self.assertIn("reset", ctx.faults)
+        # Only the connection to ours cures it: recovered, and said so.
+        why, kills, ctx = prove(["stock", ours, "stock"], [(1, 3, 12), (1, 2, 4)],
+                                {(1, "192.0.2.2")})
+        self.assertIsNone(why)
+        self.assertEqual(kills, [(1, "192.0.2.3"), (1, "192.0.2.2")])
+        self.assertIn("reset too", ctx.stock_stalls[0])
+        # Nothing cures it: a failure, with both steps in the evidence.
+        why, kills, ctx = prove(["stock", ours, "stock"], [(1, 3, 12), (1, 2, 4)], set())
+        self.assertIn("did not resume", why)
+        self.assertEqual(len(kills), 2)
+        self.assertEqual(ctx.stock_stalls, [])
+        # Only ours holds messages: no stock holder, nothing killed, a failure.
+        why, kills, _ = prove(["stock", ours, "stock"], [(2, 1, 7)], {(2, "192.0.2.1")})
+        self.assertIn("no stock node holds", why)
+        self.assertEqual(kills, [])
 
     def test_region_content(self):
         self.assertEqual(len(S.region_content(2)), S.GFS_REGION)
