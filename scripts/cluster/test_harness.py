@@ -206,7 +206,7 @@ class ParseTest(unittest.TestCase):
         for name, _, _, opts in S.SCENARIOS:
             if not opts.get("default", True):
                 continue
-            for k in (1, 2):
+            for k in sorted(opts.get("placement", S.DEFAULT_PLACEMENT)):
                 dlm = S.placement_dlm(opts, k, "ours.ko")
                 roles = [(r, n, tuple(j for j in (1, 2, 3) if j != n))
                          for r, n, _ in fixed.get(name, [])]
