@@ -52,6 +52,79 @@ BAD_CONSOLE = re.compile(
     r"GFS2 WITHDRAW|withdrawn|fatal: I/O error")
 
 
+# Lines of our comms layer (rust/comms) that report a fault.  On a node that
+# runs our dlm.ko each of them fails the scenario, unless the scenario declares
+# a fault that legitimately produces it (opts "faults" in a SCENARIOS entry;
+# Documentation/testing.rst lists the lines and the scenarios that may print
+# them).  Our other lines (connecting, got connection, retransmit, version
+# detected, closing connection) are routine.  One row per line:
+#   name, pattern (group "peer": the node the line is about, if it names one),
+#   faults that allow it, faults that allow it only when that peer is stock.
+# Fault names: reset (connections killed under traffic), gap (a message
+# numbered ahead is injected), badheader (frames with an impossible length or
+# version), dead (a node is killed), rejoin (the others add a node to the
+# lockspace before its comms listen: refused connects), partition (nodes cut
+# off from each other), loss (the hub drops, duplicates, reorders, delays
+# frames), alloc (allocation failures injected), hostile (adversarial frames
+# from a program).
+OUR_WARNINGS = [
+    ("message refused", r"dlm: send to node (?P<peer>\d+) refused", (), ()),
+    ("send before version", r"dlm: send to node (?P<peer>\d+) before its version is known",
+     (), ()),
+    ("no memory", r"dlm: (no memory for .* node (?P<peer>\d+)|failed to allocate a buffer|"
+     r"failed to keep partial message from node (?P<peer2>\d+))", ("alloc",), ()),
+    ("unexpected state", r"dlm: node (?P<peer>\d+): unexpected state", ("hostile",), ()),
+    ("ack beyond sent", r"dlm: ignore ack \d+ from node (?P<peer>\d+): we only sent up to",
+     ("hostile",), ()),
+    ("message after FIN", r"dlm: message from node (?P<peer>\d+) after its FIN", ("hostile",), ()),
+    # A stock 7.2 peer loses messages with a killed connection and never
+    # resends them on its own; ours resets its connection.  A gap in what a
+    # node of ours sends is always a bug.
+    ("gap reset", r"dlm: node (?P<peer>\d+) skipped a message: resetting", ("gap", "hostile"),
+     ("reset", "dead", "partition", "badheader")),
+    ("invalid header", r"dlm: received invalid header from node (?P<peer>\d+)",
+     ("badheader", "hostile"), ()),
+    ("invalid message", r"dlm: invalid message from node (?P<peer>\d+)", ("hostile",), ()),
+    ("version mismatch", r"dlm: version mismatch detected from node (?P<peer>\d+)",
+     ("hostile",), ()),
+    ("socket error", r"dlm: node \d+: socket error sending to node (?P<peer>\d+)",
+     ("reset", "dead", "partition", "badheader", "hostile", "rejoin"), ()),
+    ("connect error", r"dlm: connect to node (?P<peer>\d+) try \d+ error",
+     ("reset", "dead", "partition", "rejoin"), ()),
+    ("shutdown timeout", r"dlm: Connection to node (?P<peer>\d+) "
+     r"(failed to shutdown|shutdown timed out)", ("dead", "partition"), ()),
+    ("non-cluster connect", r"dlm: (connect from non cluster|invalid family from non cluster)",
+     ("hostile",), ()),
+    ("accept error", r"dlm: critical error accepting connection", (), ()),
+    ("setup error", r"dlm: (can't start dlm_|Can't create comms socket|Can't bind|"
+     r"cannot initialise comms|no local IP address|Invalid protocol identifier|"
+     r"could not bind for connect)", (), ()),
+    # log_event()'s catch-all for protocol events added later: "node N: Name ...".
+    ("other event", r"dlm: node (?P<peer>\d+): [A-Z]\w*", (), ()),
+]
+OUR_WARNING_RES = [(name, re.compile(rx), allow, stock_only)
+                   for name, rx, allow, stock_only in OUR_WARNINGS]
+
+
+def our_warning(line, faults, dlm):
+    """The name of the OUR_WARNINGS row that line (a console line of a node
+    running our dlm.ko) matches and that faults do not allow, or None.  dlm:
+    the cluster's per-node list, to tell whether the named peer is stock."""
+    for name, rx, allow, stock_only in OUR_WARNING_RES:
+        m = rx.search(line)
+        if not m:
+            continue
+        if any(f in allow for f in faults):
+            return None
+        peer = next((int(v) for k, v in m.groupdict().items()
+                     if k.startswith("peer") and v), None)
+        if (peer is not None and 1 <= peer <= len(dlm) and dlm[peer - 1] == "stock" and
+                any(f in stock_only for f in faults)):
+            return None
+        return name
+    return None
+
+
 class ClusterError(Exception):
     pass
 
@@ -535,8 +608,9 @@ class Cluster:
                 timeout)
 
     def recover_count(self, i, ls):
-        r = self.nodes[i].run("dmesg | grep -c 'dlm: %s: dlm_recover [0-9]* generation [0-9]* done' || true" % ls)
-        return int(r.out.strip() or 0)
+        """Recoveries node i finished in ls so far (from its console log)."""
+        return self.console_count([i], r"dlm: %s: dlm_recover \d+ generation \d+ done" %
+                                  re.escape(ls))
 
     def change_members(self, ls, ids, members, between=None, wait=True, timeout=120):
         """Two-phase membership change on the running members ids: stop all,
@@ -624,17 +698,34 @@ class Cluster:
     kmemleak_judged = frozenset()
     KMEMLEAK_NOTICE = re.compile(r"kmemleak: \d+ new suspected memory leaks \(see ")
 
-    def console_problems(self, ids=None):
-        """Lines of the consoles that match BAD_CONSOLE: {node: [lines]}."""
+    def console_problems(self, ids=None, faults=()):
+        """Lines of the consoles that match BAD_CONSOLE, and on nodes running
+        our dlm.ko the OUR_WARNINGS lines that faults (the faults the scenario
+        injected) do not allow: {node: [lines]}."""
         out = {}
         for i, node in sorted(self.nodes.items()):
             if ids is not None and i not in ids:
                 continue
-            bad = [l for l in node.console_text().splitlines() if BAD_CONSOLE.search(l)
-                   and not (i in self.kmemleak_judged and self.KMEMLEAK_NOTICE.search(l))]
+            bad = []
+            for l in node.console_text().splitlines():
+                if BAD_CONSOLE.search(l):
+                    if not (i in self.kmemleak_judged and self.KMEMLEAK_NOTICE.search(l)):
+                        bad.append(l)
+                elif node.dlm != "stock":
+                    w = our_warning(l, faults, self.dlm)
+                    if w:
+                        bad.append("our warning (%s): %s" % (w, l))
             if bad:
                 out[i] = bad
         return out
+
+    def console_count(self, ids, pattern):
+        """Lines matching pattern (a regular expression) on the consoles of
+        ids.  The host keeps each console complete in console<N>.log, unlike
+        the guest's dmesg buffer, which can wrap."""
+        rx = re.compile(pattern)
+        return sum(1 for i in ids for l in self.nodes[i].console_text().splitlines()
+                   if rx.search(l))
 
     DIAG = (
         "echo \"== node $(cat /run/dlm/node) uptime $(cut -d' ' -f1 /proc/uptime)\"; "
@@ -760,6 +851,11 @@ def odirect_ok(d):
             os.unlink(p)
         except OSError:
             pass
+
+
+def node_addr(i):
+    """Node i's address on the hub's segment (guest/init)."""
+    return "192.0.2.%d" % i
 
 
 def default_kdir():
