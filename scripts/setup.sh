@@ -17,6 +17,8 @@ PKGS=(
 	clang-19 lld-19
 	# guests and harness
 	qemu-system-x86 busybox-static gfs2-utils nftables iproute2 e2fsprogs
+	# the wire oracle: tshark's DLM3 dissector decodes the hub's pcap
+	tshark
 )
 
 missing=()
