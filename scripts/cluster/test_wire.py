@@ -201,8 +201,8 @@ class WireTest(unittest.TestCase):
             c2.send(2, ack(2, 5))
         rep = self.judge(build)
         self.assertEqual(rep.errors, [])
-        self.assertEqual(rep.resent, 3)
-        self.assertEqual(rep.breaks, 1)
+        self.assertEqual((rep.resent, rep.runs), (3, 1))
+        self.assertEqual(rep.breaks, 2)     # the RST and node 1's second connection
 
     def test_second_own_connection_counts_as_break(self):
         def build(cap):
@@ -259,14 +259,21 @@ class WireTest(unittest.TestCase):
             c.send(1, opts(1, 0, msg(1)), opts(1, 1, msg(1)), opts(1, 1, msg(1)))
         self.assertProblem(self.judge(build), "repeats a number already sent")
 
-    def test_crossed_connection_does_not_excuse_a_repeat(self):
+    def test_one_resend_run_per_event(self):
         def build(cap):
             c = Conn(cap, 1, 2, 40001)
-            c.send(1, opts(1, 0, msg(1)))
-            c3 = Conn(cap, 2, 1, 40003)
-            c3.send(2, opts(2, 0, msg(2)))
-            c.send(1, opts(1, 0, msg(1)))
-        self.assertProblem(self.judge(build), "repeats a number already sent")
+            c.send(1, opts(1, 0, msg(1)), opts(1, 1, msg(1)))
+            # Node 2 connects too (crossed, or it lost its end): node 1 may
+            # resend what is unacknowledged, once.
+            Conn(cap, 2, 1, 40003).send(2, opts(2, 0, msg(2)))
+            c.send(1, opts(1, 0, msg(1)), opts(1, 1, msg(1)), opts(1, 2, msg(1)))
+            c.send(1, opts(1, 1, msg(1)))
+        rep = self.judge(build)
+        self.assertEqual(len(rep.errors), 1, rep.errors)
+        self.assertProblem(rep, "1 -> 2 OPTS 1 repeats a number already sent (highest 2) "
+                           "with no connection event between nodes 1 and 2 since it was "
+                           "first sent and the last resend run began")
+        self.assertEqual((rep.resent, rep.runs), (3, 1))
 
     def test_ack_ahead_and_back(self):
         def build(cap):

@@ -36,11 +36,19 @@ Sequence numbers (u.h_seq of DLM_OPTS and DLM_ACK; comparisons modulo 2^32)
   S1. No gap: in each direction a DLM_OPTS carries either the next new
       number (one more than the highest sent so far; 0 for the first of a
       session when the capture is complete) or a number already sent.
-  S2. A number already sent (a retransmission by the DLM, not by TCP: TCP
-      retransmissions are reassembled away by tshark) may only appear on
-      a connection that was opened after an earlier connection between
-      the same two nodes broke (RST or FIN seen, or a newer connection
-      opened).  On a healthy connection the numbers rise by exactly one.
+  S2. Numbers already sent come again only in resend runs (a
+      retransmission by the DLM; TCP's own retransmissions are left out):
+      a run is a series of repeated numbers each one more than the last,
+      and a run may only start after a connection event between the two
+      nodes (a SYN, RST or FIN on any connection between them) that
+      happened after the run's first number was first sent and after the
+      previous run of that direction started.  Each event allows one run,
+      because each is what makes a DLM resend (C after a socket error
+      copies every unacknowledged message behind what it still has to
+      send; ours resends them when it reconnects, or when the peer
+      connects again while its own connection looks alive).  Without such
+      an event the numbers rise by exactly one: in a capture whose
+      connections never change after they are set up, nothing repeats.
   S3. ACKs are never ahead: a DLM_ACK from B to A carries at most one more
       than the highest number A has sent to B so far in the capture (the
       hub records a frame when it receives it, before it forwards it, so
@@ -73,8 +81,8 @@ TSHARK = os.environ.get("TSHARK", "tshark")
 # dissector hands fast and spurious retransmissions to the DLM3 dissector
 # again (only plain ones are held back), so their messages are counted
 # twice unless left out.
-RETRANS_FIELDS = {b"tcp.analysis.retransmission", b"tcp.analysis.fast_retransmission",
-                  b"tcp.analysis.spurious_retransmission", b"tcp.analysis.out_of_order"}
+# (PDML_LINE lists them: tcp.analysis.retransmission, fast_retransmission,
+# spurious_retransmission and out_of_order.)
 
 
 def tshark_version():
@@ -142,121 +150,137 @@ def _num(s):
     """A PDML show (or value) attribute as an integer, or None."""
     try:
         return int(s, 16) if s.startswith(b"0x") else int(s)
-    except (TypeError, ValueError):
+    except (AttributeError, TypeError, ValueError):
         return None
 
 
-def _attr(line, key):
-    i = line.find(key)
-    if i < 0:
-        return None
-    i += len(key)
-    return line[i:line.find(b'"', i)]
+# The PDML lines parse_pdml reads: packet boundaries, every proto, and the
+# fields it needs (everything else, most of tshark's output, is skipped by
+# the regular expression in C).
+PDML_LINE = re.compile(
+    rb'^( *)<(?:(packet)>|(/packet)>|proto name="([^"]*)"|field name="('
+    rb'num|ip\.src|ip\.dst|ipv6\.src|ipv6\.dst|'
+    rb'tcp\.(?:srcport|dstport|stream|seq|len|flags\.(?:syn|fin|reset)|'
+    rb'analysis\.(?:retransmission|fast_retransmission|spurious_retransmission|'
+    rb'out_of_order))|'
+    rb'_ws\.expert\.(?:severity|message)|'
+    rb'dlm3\.h\.(?:version|seq|lockspac|nodeid|length|cmd)|dlm3\.o\.(?:nextcmd|optlen)'
+    rb')"(?:[^\n]*? show="([^"]*)")?(?:[^\n]*? value="([^"]*)")?)', re.M)
+TCP_FIELDS = {b"tcp.srcport": "sport", b"tcp.dstport": "dport", b"tcp.stream": "stream",
+              b"tcp.seq": "tcp_seq", b"tcp.len": "tcp_len", b"tcp.flags.syn": "syn",
+              b"tcp.flags.fin": "fin", b"tcp.flags.reset": "rst"}
 
 
-TCP_FIELDS = {b"tcp.srcport", b"tcp.dstport", b"tcp.stream", b"tcp.seq", b"tcp.len",
-              b"tcp.flags.syn", b"tcp.flags.fin", b"tcp.flags.reset"}
-HEADER_FIELDS = {b"dlm3.h.version", b"dlm3.h.seq", b"dlm3.h.lockspac", b"dlm3.h.nodeid",
-                 b"dlm3.h.length", b"dlm3.h.cmd"}
+def pdml_chunks(f, size=1 << 22):
+    """Pieces of the PDML stream f that end with a whole packet."""
+    rest = b""
+    while True:
+        data = f.read(size)
+        if not data:
+            if rest:
+                yield rest
+            return
+        data = rest + data
+        cut = data.rfind(b"</packet>")
+        if cut < 0:
+            rest = data
+            continue
+        cut += len(b"</packet>")
+        yield data[:cut]
+        rest = data[cut:]
 
 
-def parse_pdml(lines):
-    """Frames from tshark's PDML, read line by line (one element a line,
-    two spaces of indentation a level: much cheaper than an XML tree for
-    the 20 kB tshark writes per frame).  A DLM message is a top-level
-    dlm3 proto; its outer header fields are its direct children; the inner
-    header of a DLM_OPTS lies directly below dlm3.o.nextcmd."""
+def parse_pdml(f):
+    """Frames from tshark's PDML (a binary file object).  PDML has one
+    element a line, indented two spaces a level; a DLM message is a
+    top-level dlm3 proto whose outer header fields are its direct children
+    (indented 4), and the inner header of a DLM_OPTS lies directly below
+    dlm3.o.nextcmd.  Much cheaper than an XML tree for the 20 kB tshark
+    writes per frame."""
     fr = None
     proto = None            # name of the top-level proto being read
     pdu = None
     inner_indent = None     # indentation of the inner header's fields
-    for line in lines:
-        s = line.lstrip(b" ")
-        indent = len(line) - len(s)
-        if s.startswith(b"<packet>"):
-            fr = Frame()
-            continue
-        if s.startswith(b"</packet>"):
-            for p in fr.pdus:
-                if p.inner is not None and p.inner.cmd is None:
-                    p.inner = None      # o_nextcmd seen, inner not decoded
-            yield fr
-            fr = None
-            continue
-        if fr is None:
-            continue
-        if s.startswith(b"<proto "):
-            proto = _attr(s, b'name="')
-            if proto == b"dlm3":
-                pdu = Pdu()
-                fr.pdus.append(pdu)
-                inner_indent = None
-            elif proto == b"_ws.malformed":
-                fr.malformed = True
-            continue
-        if not s.startswith(b"<field "):
-            continue
-        name = _attr(s, b'name="')
-        if name == b"num" and proto == b"geninfo":
-            fr.num = _num(_attr(s, b'show="'))
-        elif name in (b"ip.src", b"ipv6.src"):
-            fr.src = _attr(s, b'show="').decode()
-        elif name in (b"ip.dst", b"ipv6.dst"):
-            fr.dst = _attr(s, b'show="').decode()
-        elif proto == b"tcp" and name in TCP_FIELDS:
-            v = _num(_attr(s, b'show="'))
-            if name == b"tcp.srcport":
-                fr.sport = v
-            elif name == b"tcp.dstport":
-                fr.dport = v
-            elif name == b"tcp.stream":
-                fr.stream = v
-            elif name == b"tcp.seq":
-                fr.tcp_seq = v
-            elif name == b"tcp.len":
-                fr.tcp_len = v
-            elif name == b"tcp.flags.syn":
-                fr.syn = bool(v)
-            elif name == b"tcp.flags.fin":
-                fr.fin = bool(v)
-            elif name == b"tcp.flags.reset":
-                fr.rst = bool(v)
-        elif proto == b"tcp" and name in RETRANS_FIELDS:
-            fr.retrans = True
-        elif name == b"_ws.expert.severity":
-            fr.expert.append([_num(_attr(s, b'show="')), None, proto.decode()])
-        elif name == b"_ws.expert.message" and fr.expert:
-            fr.expert[-1][1] = html.unescape(_attr(s, b'show="').decode())
-        elif proto == b"dlm3" and pdu is not None:
-            if indent == 4 and name in HEADER_FIELDS:
-                _set_header(pdu, name, s)
-            elif indent == 4:
+    for chunk in pdml_chunks(f):
+        for m in PDML_LINE.finditer(chunk):
+            ind, start, end, pname, name, show, value = m.groups()
+            if start:
+                fr = Frame()
+                proto = pdu = None
                 continue
-            elif name == b"dlm3.o.nextcmd" and indent == 6:
-                pdu.nextcmd = _num(_attr(s, b'show="'))
-                pdu.inner = Pdu()
-                inner_indent = indent + 2
-            elif name == b"dlm3.o.optlen" and indent == 6:
-                pdu.optlen = _num(_attr(s, b'show="'))
-            elif indent == inner_indent and name in HEADER_FIELDS:
-                _set_header(pdu.inner, name, s)
+            if end:
+                if fr is not None:
+                    for p in fr.pdus:
+                        if p.inner is not None and p.inner.cmd is None:
+                            p.inner = None      # o_nextcmd seen, inner not decoded
+                    yield fr
+                fr = None
+                continue
+            if fr is None:
+                continue
+            if pname is not None:
+                if len(ind) != 2:
+                    continue        # a proto inside a proto (not used here)
+                proto = pname
+                if proto == b"dlm3":
+                    pdu = Pdu()
+                    fr.pdus.append(pdu)
+                    inner_indent = None
+                elif proto == b"_ws.malformed":
+                    fr.malformed = True
+                continue
+            indent = len(ind)
+            if name == b"num":
+                if proto == b"geninfo":
+                    fr.num = _num(show)
+            elif name in (b"ip.src", b"ipv6.src"):
+                fr.src = show.decode()
+            elif name in (b"ip.dst", b"ipv6.dst"):
+                fr.dst = show.decode()
+            elif name.startswith(b"tcp."):
+                if proto != b"tcp":
+                    continue
+                attr = TCP_FIELDS.get(name)
+                if attr is None:
+                    fr.retrans = True       # one of RETRANS_FIELDS
+                elif attr in ("syn", "fin", "rst"):
+                    setattr(fr, attr, bool(_num(show)))
+                else:
+                    setattr(fr, attr, _num(show))
+            elif name == b"_ws.expert.severity":
+                fr.expert.append([_num(show), None, proto.decode()])
+            elif name == b"_ws.expert.message":
+                if fr.expert:
+                    fr.expert[-1][1] = html.unescape(show.decode())
+            elif proto == b"dlm3" and pdu is not None:
+                if indent == 4:
+                    if name.startswith(b"dlm3.h."):
+                        _set_header(pdu, name, show, value)
+                elif name == b"dlm3.o.nextcmd" and indent == 6:
+                    pdu.nextcmd = _num(show)
+                    pdu.inner = Pdu()
+                    inner_indent = indent + 2
+                elif name == b"dlm3.o.optlen" and indent == 6:
+                    pdu.optlen = _num(show)
+                elif indent == inner_indent and name.startswith(b"dlm3.h."):
+                    _set_header(pdu.inner, name, show, value)
 
 
-def _set_header(pdu, name, s):
+def _set_header(pdu, name, show, value):
     if name == b"dlm3.h.cmd":
         # The raw byte: for the message inside a DLM_OPTS the dissector
         # shows o_nextcmd in place of the inner h_cmd.
-        pdu.cmd = _num(b"0x" + (_attr(s, b'value="') or b""))
+        pdu.cmd = _num(b"0x" + value) if value else None
         if pdu.cmd is None:
-            pdu.cmd = _num(_attr(s, b'show="'))
+            pdu.cmd = _num(show)
     elif name == b"dlm3.h.version":
-        pdu.version = _num(_attr(s, b'show="'))
+        pdu.version = _num(show)
     elif name in (b"dlm3.h.seq", b"dlm3.h.lockspac"):
-        pdu.seq = _num(_attr(s, b'show="'))
+        pdu.seq = _num(show)
     elif name == b"dlm3.h.nodeid":
-        pdu.nodeid = _num(_attr(s, b'show="'))
+        pdu.nodeid = _num(show)
     elif name == b"dlm3.h.length":
-        pdu.length = _num(_attr(s, b'show="'))
+        pdu.length = _num(show)
 
 
 def frames(path, port=DLM_PORT):
@@ -288,6 +312,7 @@ class Report:
         self.counts = {}
         self.opts = {}          # (src, dst) -> messages numbered (new ones)
         self.resent = 0
+        self.runs = 0
         self.tcp_retrans = 0
         self.acks = 0
         self.streams = 0
@@ -298,11 +323,12 @@ class Report:
 
     def summary(self):
         return ("%d frames, %d with DLM data (%d TCP retransmissions), %d DLM messages (%s), "
-                "%d TCP connections, %d breaks, %d DLM retransmissions, %d problem(s)" % (
+                "%d TCP connections, %d breaks, %d DLM retransmissions in %d runs, "
+                "%d problem(s)" % (
                     self.frames, self.dlm_frames, self.tcp_retrans, self.pdus,
                     " ".join("%s=%d" % (CMD_NAMES.get(k, k), v)
                              for k, v in sorted(self.counts.items())),
-                    self.streams, self.breaks, self.resent, len(self.errors)))
+                    self.streams, self.breaks, self.resent, self.runs, len(self.errors)))
 
 
 class Direction:
@@ -310,6 +336,9 @@ class Direction:
 
     def __init__(self):
         self.max = None         # highest number sent
+        self.first_gen = {}     # number -> connection events before it was first sent
+        self.run_last = None    # last number of the current resend run
+        self.run_gen = None     # connection events when the last run began
         self.fin = False        # a DLM_FIN was sent: seq 0 may start a new session
         self.ack = None         # last ACK value the receiver sent for this direction
 
@@ -327,22 +356,18 @@ def judge(frame_iter, addrs, complete=True, port=DLM_PORT):
     stream_bytes = {}       # (stream, src) -> highest relative seq end
     stream_pdus = {}        # (stream, src) -> sum of h_length
     stream_syn = set()      # streams whose SYN was captured
-    stream_gen = {}         # stream -> breaks between its two nodes before it opened
-    pair_gen = {}           # frozenset({a, b}) -> breaks so far
-    outgoing = {}           # (initiator, peer) -> its open stream
-    stream_dead = set()
+    opened = set()          # streams whose first SYN was seen
+    pair_gen = {}           # frozenset({a, b}) -> connection events so far
+    connected = set()       # (initiator, peer) that opened a connection before
+    stream_dead = set()     # streams with an RST or FIN seen
 
     def d(a, b):
         if (a, b) not in dirs:
             dirs[(a, b)] = Direction()
         return dirs[(a, b)]
 
-    def brk(pair, stream):
-        if stream in stream_dead:
-            return
-        stream_dead.add(stream)
+    def event(pair):
         pair_gen[pair] = pair_gen.get(pair, 0) + 1
-        rep.breaks += 1
 
     for fr in frame_iter:
         rep.frames += 1
@@ -353,19 +378,19 @@ def judge(frame_iter, addrs, complete=True, port=DLM_PORT):
             rep.error(fr, "DLM traffic between unknown addresses %s -> %s" % (fr.src, fr.dst))
             continue
         pair = frozenset((a, b))
-        if fr.syn and fr.stream not in stream_gen:
-            # A node keeps at most one connection of its own to a peer (a
-            # connection the peer opened may exist beside it): a second
-            # one means the first is dead to it.
-            old = outgoing.get((a, b))
-            if old is not None:
-                brk(pair, old)
-            outgoing[(a, b)] = fr.stream
-            stream_gen[fr.stream] = pair_gen.get(pair, 0)
+        if fr.syn and fr.stream not in opened:
+            opened.add(fr.stream)
+            event(pair)
             stream_syn.add(fr.stream)
             rep.streams += 1
-        if fr.rst or fr.fin:
-            brk(pair, fr.stream)
+            # A node that connects to a peer again lost its connection.
+            if (a, b) in connected:
+                rep.breaks += 1
+            connected.add((a, b))
+        if (fr.rst or fr.fin) and fr.stream not in stream_dead:
+            stream_dead.add(fr.stream)
+            event(pair)
+            rep.breaks += 1
         if fr.malformed:
             rep.error(fr, "%s -> %s: malformed (tshark)" % (fr.src, fr.dst))
         for e in fr.errors:
@@ -454,25 +479,33 @@ def judge(frame_iter, addrs, complete=True, port=DLM_PORT):
                 if st.fin and s == 0:
                     # A new session after the FIN handshake.
                     dirs[(a, b)] = st = Direction()
-                if st.max is None:
-                    if complete and s != 0:
+                gen = pair_gen.get(pair, 0)
+                if st.max is None or s == seq_add(st.max, 1) or seq_lt(st.max, s):
+                    if st.max is None and complete and s != 0:
                         rep.error(fr, "%s: first message of the session numbered %d, "
                                   "not 0" % (what, s))
+                    elif st.max is not None and s != seq_add(st.max, 1):
+                        rep.error(fr, "%s %d skips ahead: the last new number was %d" % (
+                            what, s, st.max))
                     st.max = s
+                    st.first_gen[s] = gen
                     rep.opts[(a, b)] = rep.opts.get((a, b), 0) + 1
-                elif s == seq_add(st.max, 1):
-                    st.max = s
-                    rep.opts[(a, b)] = rep.opts.get((a, b), 0) + 1
-                elif seq_lt(st.max, s):
-                    rep.error(fr, "%s %d skips ahead: the last new number was %d" % (
-                        what, s, st.max))
-                    st.max = s
                 else:
                     rep.resent += 1
-                    if stream_gen.get(fr.stream, 0) == 0:
+                    if st.run_last is not None and s == seq_add(st.run_last, 1):
+                        st.run_last = s
+                    elif gen > st.first_gen.get(s, gen) and (st.run_gen is None or
+                                                             gen > st.run_gen):
+                        st.run_gen, st.run_last = gen, s
+                        rep.runs += 1
+                    else:
+                        st.run_last = None
                         rep.error(fr, "%s %d repeats a number already sent (highest %d) "
-                                  "on a connection opened before any connection between "
-                                  "nodes %d and %d broke" % (what, s, st.max, a, b))
+                                  "with no connection event between nodes %d and %d since "
+                                  "it was first sent%s" % (
+                                      what, s, st.max, a, b,
+                                      "" if st.run_gen is None else
+                                      " and the last resend run began"))
                 if p.nextcmd == DLM_FIN:
                     st.fin = True
             elif p.cmd == DLM_RCOM:
