@@ -123,13 +123,15 @@ def check_clocks(cl, ctx, before, ids):
     host it can get it wrong (console: "tsc: Detected 482.865 MHz
     processor" on a 2.8 GHz host made one guest's clock run 6 times too
     fast); without HPET or the ACPI PM timer it otherwise falls back to
-    jiffies."""
+    jiffies, which lose ticks when the host is busy (0.6 to 0.85 of the
+    host's speed seen).  Returns {node: guest seconds per host second}
+    since `before` (uptimes())."""
     after = uptimes(cl, ids)
     rate = {i: (after[i][1] - before[i][1]) / max(after[i][0] - before[i][0], 0.001)
             for i in ids}
     ctx.say("guest clock speed relative to the host: %s" % ", ".join(
         "node %d %.2f" % kv for kv in sorted(rate.items())))
-    bad = {i: r for i, r in rate.items() if not 0.5 <= r <= 1.5}
+    bad = {i: r for i, r in rate.items() if not 0.4 <= r <= 1.5}
     check(not bad, "guest clock of node(s) %s runs at %s times the host's speed (%s): "
           "the scenario's timing would be meaningless" % (
               sorted(bad), [round(r, 2) for r in bad.values()], "; ".join(
@@ -137,6 +139,7 @@ def check_clocks(cl, ctx, before, ids):
                       l for l in cl.node(i).console_text().splitlines()
                       if "tsc:" in l or "clocksource: Switched" in l)[:300])
                   for i in sorted(bad))))
+    return rate
 
 
 def dmesg_lines(cl, i, pattern):
@@ -152,30 +155,32 @@ def sc_partition(cl, ctx):
     the guests' TCP gives up quickly (SHORT_TCP), and the connections must
     really die (the kernel's ETIMEDOUT: TCPAbortOnTimeout and the DLM's
     "socket error ... sk_err=110" line) and be rebuilt after the heal.  The
-    counter is exact, and the hub's capture of the whole run satisfies the
-    wire oracle (wire.check)."""
+    counter is exact, and the hub's capture of the long cut and what
+    follows satisfies the wire oracle (wire.check)."""
     ids = cl.alive()
     clocks = uptimes(cl, ids)
-    pcap = os.path.join(cl.dir, "wire.pcap")
-    cl.hub.cmd("pcap %s" % pcap)
     cl.join(LS, ids)
     anchor(cl, ctx)
-    check_clocks(cl, ctx, clocks, ids)
-    secs = LEAD_S + sum(c + RESUME_S + GAP_S for _, c, _ in CUTS)
+    rate = check_clocks(cl, ctx, clocks, ids)
+    host_secs = LEAD_S + sum(c + RESUME_S + GAP_S for _, c, _ in CUTS)
     results, evidence = [], {}
     mibs = ("TCPAbortOnTimeout", "RetransSegs", "ActiveOpens", "PassiveOpens")
+    pcap = os.path.join(cl.dir, "wire.pcap")
 
     def cuts(prog, pend):
         time.sleep(LEAD_S)
         for node, cut_s, die in CUTS:
             others = [i for i in ids if i != node]
             if die:
+                # The connections set up at the join are older than the
+                # capture: wire.check judges it as incomplete.
+                cl.hub.cmd("pcap %s" % pcap)
                 sysctl = " ".join("%s=%d" % kv for kv in SHORT_TCP.items())
                 cl.on(ids, "sysctl -q -w %s" % sysctl)
                 evidence["mib0"] = mib(cl, ids, mibs)
                 evidence["lines0"] = {i: len(dmesg_lines(cl, i, TIMEOUT_LINE)) for i in ids}
                 evidence["accepts0"] = {i: len(dmesg_lines(cl, i, ACCEPT_LINE)) for i in ids}
-                ctx.say("guests: %s" % sysctl)
+                ctx.say("guests: %s; hub: capture on" % sysctl)
             h0 = cl.hub.stats()
             cl.hub.cmd("partition %s %d" % (",".join(map(str, others)), node))
             cut = prog.mark()
@@ -206,7 +211,10 @@ def sc_partition(cl, ctx):
             time.sleep(GAP_S)
 
     with Progress(cl, ids) as prog:
-        pend = {i: start_torture(cl, i, secs, "p%d" % i, batch=BATCH) for i in ids}
+        # torture-loop runs for guest seconds: give each node what covers
+        # the cuts in host time at its clock's speed.
+        pend = {i: start_torture(cl, i, int(host_secs * rate[i] * 1.1) + 2, "p%d" % i,
+                                 batch=BATCH) for i in ids}
         # No progress at all for longer than the longest cut plus the resume
         # bound is a stall: dump the DLM state then (the scenario fails on
         # the resume check below in any case).
@@ -236,22 +244,33 @@ def sc_partition(cl, ctx):
     for i in ids:
         for l in lines[i][-3:]:
             ctx.say("  node %d: %s" % (i, l.strip()[:160]))
-    time.sleep(1)
-    captured = int(cl.hub.cmd("pcap off").split("captured=")[1])
+    # The guests' timers (TCP's among them) run on their clocks: a heal is
+    # judged in the time of the slowest one over the whole scenario.
+    rate = check_clocks(cl, ctx, clocks, ids)
+    slow = min(1.0, min(rate.values()))
+    bound = RESUME_S / slow
+    captured = 0
+    if evidence:
+        time.sleep(1)
+        captured = int(cl.hub.cmd("pcap off").split("captured=")[1])
     t0 = time.monotonic()
-    rep = wire.check(pcap, {"192.0.2.%d" % i: i for i in ids}, complete=True)
-    ctx.say("wire oracle (tshark %s) on %d captured frames: %s (%.1fs)" % (
-        wire.tshark_version(), captured, rep.summary(), time.monotonic() - t0))
+    rep = wire.check(pcap, {"192.0.2.%d" % i: i for i in ids}, complete=False) \
+        if captured else None
+    if rep:
+        ctx.say("wire oracle (tshark %s) on the %d frames from the long cut on: %s (%.1fs)" % (
+            wire.tshark_version(), captured, rep.summary(), time.monotonic() - t0))
 
     if watch.stalls:
         ctx.say("stall dump: %s" % summarize_diag(watch.stalls[0]))
     check(len(results) == len(CUTS), "only %d of %d cuts ran" % (len(results), len(CUTS)))
     for node, cut_s, die, dropped, r in results:
         check(dropped > 0, "the hub dropped no frame while node %d was cut off" % node)
-        late = {i: t for i, t in r.items() if t is None or t > RESUME_S}
+        late = {i: t for i, t in r.items() if t is None or t > bound}
         check(not late, "after the %d s cut of node %d, traffic did not resume within %d s "
-              "on every node: first batch after the heal %s%s" % (
-                  cut_s, node, RESUME_S, {i: t and round(t, 1) for i, t in r.items()},
+              "(%.1f s of host time at the slowest guest clock's speed %.2f) on every node: "
+              "first batch after the heal %s%s" % (
+                  cut_s, node, RESUME_S, bound, slow,
+                  {i: t and round(t, 1) for i, t in r.items()},
                   " (stall dump: %s)" % watch.stalls[0] if watch.stalls else ""))
     check(aborts > 0, "no TCP connection timed out during the long cut (TCPAbortOnTimeout "
           "did not grow): the cut was too short to kill them")
@@ -260,13 +279,14 @@ def sc_partition(cl, ctx):
     check(opens > 0, "no node's DLM accepted a connection after the long cut (/%s/): the "
           "dead ones were not rebuilt" % ACCEPT_LINE)
     check(v == s, "LVB counter %d != sum of increments %d across the partitions" % (v, s))
-    check(rep.opts and rep.acks, "the capture holds no sequenced DLM message or ACK")
+    check(rep and rep.opts and rep.acks, "the capture holds no sequenced DLM message or ACK")
     check(not rep.errors, "wire oracle: %d problem(s) in %s: %s" % (
         len(rep.errors), pcap, "; ".join(rep.errors[:8])))
     check(rep.breaks > 0, "the wire shows no broken DLM connection after the long cut")
     ctx.numbers.update(increments=s, resume_s="/".join(
-        "%.1f" % max(r.values()) for *_, r in results), tcp_timeouts=aborts,
-        new_connections=opens, wire_breaks=rep.breaks, wire_dlm_resent=rep.resent)
+        "%.1f" % max(r.values()) for *_, r in results), clock=round(slow, 2),
+        tcp_timeouts=aborts, new_connections=opens, wire_breaks=rep.breaks,
+        wire_dlm_resent=rep.resent)
 
 
 SCENARIOS = [

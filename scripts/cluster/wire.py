@@ -336,7 +336,9 @@ class Direction:
 
     def __init__(self):
         self.max = None         # highest number sent
-        self.first_gen = {}     # number -> connection events before it was first sent
+        # number -> connection events before it was first sent (a number
+        # sent before the capture began counts as sent before any event)
+        self.first_gen = {}
         self.run_last = None    # last number of the current resend run
         self.run_gen = None     # connection events when the last run began
         self.fin = False        # a DLM_FIN was sent: seq 0 may start a new session
@@ -494,7 +496,7 @@ def judge(frame_iter, addrs, complete=True, port=DLM_PORT):
                     rep.resent += 1
                     if st.run_last is not None and s == seq_add(st.run_last, 1):
                         st.run_last = s
-                    elif gen > st.first_gen.get(s, gen) and (st.run_gen is None or
+                    elif gen > st.first_gen.get(s, -1) and (st.run_gen is None or
                                                              gen > st.run_gen):
                         st.run_gen, st.run_last = gen, s
                         rep.runs += 1
