@@ -221,14 +221,15 @@ class WireTest(unittest.TestCase):
             c.send(1, opts(1, 0, msg(1)))
             c.send(1, header(wire.DLM_MSG, 1, 8) + b"\0" * 8)
         rep = self.judge(build)
-        self.assertProblem(rep, "malformed")
+        self.assertProblem(rep, "malformed (tshark)",
+                           "expert error: _ws.malformed: Malformed Packet")
 
     def test_bad_checksum(self):
         def build(cap):
             c = Conn(cap, 1, 2, 40001)
             c.send(1, opts(1, 0, msg(1)), csum_ok=False)
         rep = self.judge(build)
-        self.assertProblem(rep, "expert error")
+        self.assertProblem(rep, "expert error: tcp: Bad checksum")
 
     def test_undecodable_bytes(self):
         def build(cap):

@@ -163,7 +163,7 @@ PDML_LINE = re.compile(
     rb'tcp\.(?:srcport|dstport|stream|seq|len|flags\.(?:syn|fin|reset)|'
     rb'analysis\.(?:retransmission|fast_retransmission|spurious_retransmission|'
     rb'out_of_order))|'
-    rb'_ws\.expert\.(?:severity|message)|'
+    rb'_ws\.expert\.(?:severity|message)|_ws\.expert|'
     rb'dlm3\.h\.(?:version|seq|lockspac|nodeid|length|cmd)|dlm3\.o\.(?:nextcmd|optlen)'
     rb')"(?:[^\n]*? show="([^"]*)")?(?:[^\n]*? value="([^"]*)")?)', re.M)
 TCP_FIELDS = {b"tcp.srcport": "sport", b"tcp.dstport": "dport", b"tcp.stream": "stream",
@@ -247,8 +247,11 @@ def parse_pdml(f):
                     setattr(fr, attr, bool(_num(show)))
                 else:
                     setattr(fr, attr, _num(show))
+            elif name == b"_ws.expert":
+                fr.expert.append([None, None, proto.decode()])
             elif name == b"_ws.expert.severity":
-                fr.expert.append([_num(show), None, proto.decode()])
+                if fr.expert:
+                    fr.expert[-1][0] = _num(show)
             elif name == b"_ws.expert.message":
                 if fr.expert:
                     fr.expert[-1][1] = html.unescape(show.decode())
