@@ -279,10 +279,12 @@ def sc_partition(cl, ctx):
     check(opens > 0, "no node's DLM accepted a connection after the long cut (/%s/): the "
           "dead ones were not rebuilt" % ACCEPT_LINE)
     check(v == s, "LVB counter %d != sum of increments %d across the partitions" % (v, s))
-    check(rep and rep.opts and rep.acks, "the capture holds no sequenced DLM message or ACK")
-    check(not rep.errors, "wire oracle: %d problem(s) in %s: %s" % (
-        len(rep.errors), pcap, "; ".join(rep.errors[:8])))
-    check(rep.breaks > 0, "the wire shows no broken DLM connection after the long cut")
+    check(rep is not None and rep.opts and rep.acks, "the capture of the long cut holds no "
+          "sequenced DLM message or ACK")
+    check(rep is not None and not rep.errors, "wire oracle: %d problem(s) in %s: %s" % (
+        len(rep.errors), pcap, "; ".join(rep.errors[:8])) if rep else "no capture")
+    check(rep is not None and rep.breaks > 0, "the wire shows no broken DLM connection after "
+          "the long cut")
     ctx.numbers.update(increments=s, resume_s="/".join(
         "%.1f" % max(r.values()) for *_, r in results), clock=round(slow, 2),
         tcp_timeouts=aborts, new_connections=opens, wire_breaks=rep.breaks,
