@@ -20,7 +20,10 @@ Frames
       messages adds up to the bytes sent (so nothing is undecodable or
       left unfinished; the capture must end after the traffic settled).
       With complete=True every stream must start with its SYN in the
-      capture.
+      capture; otherwise streams older than the capture are not counted.
+      Segments tshark marks as TCP retransmissions or out of order are
+      left out: the hub recorded their bytes already, but tshark hands
+      fast and spurious retransmissions to the DLM3 dissector again.
 
 Messages (DLM 3.2)
   M1. Every message has h_version 0x00030002 and the sender's node id in
@@ -307,6 +310,11 @@ def frames(path, port=DLM_PORT):
 
 
 class Report:
+    """What check() found.  breaks counts connections that ended (an RST or
+    FIN) and connects of a node to a peer it had connected to before (its
+    earlier connection died, or a connect attempt failed); resent counts
+    DLM_OPTS that repeat a number, in `runs` resend runs."""
+
     def __init__(self):
         self.errors = []
         self.frames = 0
