@@ -19,6 +19,8 @@ PKGS=(
 	qemu-system-x86 busybox-static gfs2-utils nftables iproute2 e2fsprogs
 	# the cluster stack staged into the guests (never started on the host)
 	corosync dlm-controld
+	# the wire oracle: tshark's DLM3 dissector decodes the hub's pcap
+	tshark
 )
 
 missing=()
