@@ -4,10 +4,10 @@
 
 Contents: busybox-static with its applet links, the guest scripts of
 scripts/cluster/guest (/init, agent, dlm-controller, dlm-module, torture-loop), the
-static dlmt tool, the kernel tree's modules (staged with
-``make modules_install``, cached under build/), an optional alternative
-dlm.ko at /lib/modules/alt/dlm.ko, the dynamically linked host tools
-nft, ss and tc, and the host's cluster stack (Debian's corosync and
+static dlmt tool, the static hostile frame sender (tools/hostile), the kernel
+tree's modules (staged with ``make modules_install``, cached under build/), an
+optional alternative dlm.ko at /lib/modules/alt/dlm.ko, the dynamically linked
+host tools nft, ss and tc, and the host's cluster stack (Debian's corosync and
 dlm_controld with their tools, run by guest/cluster-stack), each with the
 libraries ldd reports.
 
@@ -200,6 +200,14 @@ def find_dlmt():
     return os.path.join(o, "dlmt")
 
 
+def find_hostile():
+    """The hostile frame sender: tools/hostile built into build/hostile/."""
+    o = os.path.join(BUILD, "hostile")
+    subprocess.run(["make", "-s", "-C", os.path.join(TOP, "tools", "hostile"), "O=" + o],
+                   check=True)
+    return os.path.join(o, "hostile")
+
+
 def build(kdir, out, alt_dlm=None, dlmt=None):
     c = Cpio()
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "lib", "lib64", "etc",
@@ -240,6 +248,7 @@ def build(kdir, out, alt_dlm=None, dlmt=None):
         c.host_file("sbin/" + s, os.path.join(GUEST, s), 0o755)
     dlmt = dlmt or find_dlmt()
     c.host_file("sbin/dlmt", dlmt, 0o755)
+    c.host_file("sbin/hostile", find_hostile(), 0o755)
 
     stage = stage_modules(kdir)
     c.tree("lib/modules", os.path.join(stage, "lib", "modules"))
