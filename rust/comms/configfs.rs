@@ -112,6 +112,11 @@ pub(crate) trait ChildObject: HasItem + private::Sealed + Send + Sync + 'static 
 
 /// A configfs subsystem: the directory `/sys/kernel/config/<name>`, registered while the value
 /// lives.
+///
+/// # Invariants
+///
+/// `subsystem` is initialised with an `ItemType<Self>` and registered with configfs, from the
+/// end of [`Subsystem::new`] until `drop`.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Subsystem<Data> {
     #[pin]
@@ -160,6 +165,7 @@ impl<Data> Subsystem<Data> {
             data <- data,
         })
         .pin_chain(|this| {
+            // INVARIANT: Registered here, unregistered by `drop`.
             // SAFETY: The subsystem is initialised above and pinned; it stays registered until
             // `drop`.
             kernel::error::to_result(unsafe {
@@ -230,6 +236,12 @@ unsafe impl<Data> HasGroup for Subsystem<Data> {
 
 /// A configfs group: a directory that may hold attributes, default groups and (if its data
 /// implements [`GroupOperations`]) directories made by `mkdir(2)`.
+///
+/// # Invariants
+///
+/// `group` is initialised with an `ItemType<Self>`.  While configfs knows the group (from the
+/// `make` callback that returned it, or from [`Group::add_default_group`], until its `release`),
+/// the group lives in an [`Arc`] of which configfs owns exactly one reference.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Group<Data> {
     #[pin]
@@ -286,6 +298,7 @@ impl<Data> Group<Data> {
     /// parent.  The reference in `child` becomes the one configfs owns: it is released when the
     /// parent's `drop_item` removes the default groups and configfs lets go of the child.
     pub(crate) fn add_default_group<D>(self: Pin<&mut Self>, child: Arc<Group<D>>) {
+        // INVARIANT: The reference configfs owns from now on; `release` takes it back.
         let child = Arc::into_raw(child);
         // SAFETY: `child` is a live, initialised group whose reference we hand to configfs;
         // `self` is initialised, pinned and not yet visible to configfs.
@@ -348,6 +361,12 @@ unsafe impl<Data> HasGroup for Group<Data> {
 
 /// A configfs item: a directory with attributes only, made by `mkdir(2)` in a group whose
 /// [`GroupOperations::Child`] is an `Item`.
+///
+/// # Invariants
+///
+/// `item` is initialised with an `ItemType<Self>`.  While configfs knows the item (from the
+/// `make` callback that returned it until its `release`), the item lives in an [`Arc`] of which
+/// configfs owns exactly one reference.
 #[pin_data(PinnedDrop)]
 pub(crate) struct Item<Data> {
     #[pin]
@@ -506,6 +525,7 @@ where
         let name = unsafe { CStr::from_char_ptr(name) };
         let init = parent.data().make(name)?;
         let child = Arc::pin_init(init, GFP_KERNEL)?;
+        // INVARIANT: The reference configfs owns from now on; `release` takes it back.
         let child = Arc::into_raw(child);
         // SAFETY: `child` points to the live object just allocated.
         Ok(unsafe { <<P::Data as GroupOperations>::Child as HasItem>::raw_item(child) })
