@@ -45,4 +45,8 @@ if ! bindgen --version 2>/dev/null | grep -q '0\.72\.1'; then
 	log "installing bindgen-cli 0.72.1 (about 90 s)"
 	LIBCLANG_PATH=/usr/lib/llvm-19/lib cargo install -q bindgen-cli --version 0.72.1 --locked
 fi
-log "ok: $(rustc --version), $(bindgen --version 2>&1 | head -1)"
+if ! cargo fuzz --version 2>/dev/null | grep -q '0\.13\.2'; then
+	log "installing cargo-fuzz 0.13.2 (about 2 min)"
+	cargo install -q cargo-fuzz --version 0.13.2 --locked
+fi
+log "ok: $(rustc --version), $(bindgen --version 2>&1 | head -1), $(cargo fuzz --version 2>&1)"
