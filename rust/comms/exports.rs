@@ -64,7 +64,7 @@ extern "C" fn dlm_lowcomms_connect_node(nodeid: c_int) -> c_int {
 }
 
 #[no_mangle]
-extern "C" fn dlm_lowcomms_nodes_set_mark(nodeid: c_int, mark: c_uint) -> c_int {
+pub(crate) extern "C" fn dlm_lowcomms_nodes_set_mark(nodeid: c_int, mark: c_uint) -> c_int {
     let Some(node) = lookup(nodeid) else {
         return ENOENT.to_errno();
     };
@@ -186,32 +186,30 @@ unsafe extern "C" fn dlm_midcomms_commit_mhandle(
 /// `addr` must point to a `struct sockaddr_storage`.
 #[no_mangle]
 unsafe extern "C" fn dlm_midcomms_addr(nodeid: c_int, addr: *const c_void) -> c_int {
-    let Some(c) = comms() else {
-        return ENOMEM.to_errno();
-    };
     // SAFETY: `addr` points to a `sockaddr_storage` per the contract.
     let a = unsafe { SockAddr::from_ptr(addr) };
-    if let Some(node) = c.node(nodeid) {
-        return match node.add_addr(&a) {
-            Ok(()) => 0,
-            Err(e) => errno(e),
-        };
+    match midcomms_addr(nodeid, &a) {
+        Ok(()) => 0,
+        Err(e) => errno(e),
     }
-    let node = match Node::new(nodeid, &a, ffi::config::mark()) {
-        Ok(n) => n,
-        Err(e) => return errno(e),
-    };
+}
+
+/// `dlm_midcomms_addr()` for the configfs `addr` write.
+pub(crate) fn midcomms_addr(nodeid: c_int, a: &SockAddr) -> Result {
+    let c = comms().ok_or(ENOMEM)?;
+    if let Some(node) = c.node(nodeid) {
+        return node.add_addr(a);
+    }
+    let node = Node::new(nodeid, a, ffi::config::mark())?;
     {
         let mut nodes = c.nodes.lock();
         if nodes.iter().any(|n| n.nodeid == nodeid) {
-            return EEXIST.to_errno();
+            return Err(EEXIST);
         }
-        if let Err(e) = nodes.push(node.clone(), GFP_ATOMIC) {
-            return errno(e.into());
-        }
+        nodes.push(node.clone(), GFP_ATOMIC)?;
     }
     debugfs_create(&node);
-    0
+    Ok(())
 }
 
 #[cfg(CONFIG_DLM_DEBUG)]
@@ -256,7 +254,7 @@ fn finish_node(c: &lowcomms::Comms, node: &Arc<Node>) {
 }
 
 #[no_mangle]
-extern "C" fn dlm_midcomms_close(nodeid: c_int) -> c_int {
+pub(crate) extern "C" fn dlm_midcomms_close(nodeid: c_int) -> c_int {
     let Some(c) = comms() else {
         return ENOENT.to_errno();
     };

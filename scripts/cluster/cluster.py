@@ -801,18 +801,6 @@ def parse_kmemleak(text):
     return objs
 
 
-# Known leak of the stock fs/dlm/config.c we link unmodified (7.2): a
-# dlm_member_gone recorded by drop_node() for a removed spaces/<ls>/nodes/<id>
-# is freed only by the next dlm_config_nodes(), and release_space() never
-# frees the ones left when the space itself goes (testing.rst, "Debug
-# flavour").  Recognised only by a symbolised backtrace through drop_node.
-CONFIG_C_LEAK = re.compile(r"^\s*drop_node\+0x[0-9a-f]+/0x[0-9a-f]+ \[dlm\]$")
-
-
-def is_config_c_leak(obj):
-    return any(CONFIG_C_LEAK.match(l) for l in obj)
-
-
 class Hub:
     """Client of the hub's control socket (one command per line)."""
 

@@ -403,17 +403,13 @@ def check_versions(cl, ids):
 
 
 
-def take_leaks(cl, ids, tag, excusable):
-    """kmemleak scan on ids: ({node: count of the known config.c leak},
-    [descriptions of every other object]).  excusable: whether the module is
-    loaded, so that a config.c object can be recognised by its backtrace."""
-    known, other = {}, []
+def take_leaks(cl, ids, tag):
+    """kmemleak scan on ids: a description of every object reported (each
+    one fails the scenario)."""
+    leaks = []
     for i, objs in sorted(cl.kmemleak_take(ids, tag).items()):
         for obj in objs:
-            if excusable and C.is_config_c_leak(obj):
-                known[i] = known.get(i, 0) + 1
-            else:
-                other.append("node %d (%s): %s" % (i, tag, " | ".join(
-                    l.strip() for l in obj[:1] + [l for l in obj if "+0x" in l][:8])))
-    return known, other
+            leaks.append("node %d (%s): %s" % (i, tag, " | ".join(
+                l.strip() for l in obj[:1] + [l for l in obj if "+0x" in l][:8])))
+    return leaks
 

@@ -363,21 +363,18 @@ def sc_cycles(cl, ctx):
     torture, leave in dlm_controld's order, rmmod.  Each round's counter is
     exact; with kmemleak (debug flavour) every node is scanned after each
     leave while dlm.ko is still loaded and once more after the last rmmod,
-    and any unreferenced object fails the scenario except the known leak of
-    the stock config.c we link (drop_node, counted and reported)."""
+    and any unreferenced object fails the scenario."""
     ids = cl.alive()
     n = ctx.args.cycles
     leakcheck = all(cl.has_kmemleak(i) for i in ids)
     ctx.say("%d cycles; kmemleak %s" % (n, "on" if leakcheck else "not in this kernel"))
     check(leakcheck or not ctx.args.require_kmemleak,
           "--require-kmemleak: this kernel has no kmemleak (build FLAVOUR=debug)")
-    known, other = {i: 0 for i in ids}, []
     if leakcheck:
         # Scans happen when we ask, and every report is judged below.
         cl.on(ids, "echo scan=off > /sys/kernel/debug/kmemleak")
-        _, o = take_leaks(cl, ids, "boot", True)
-        other += o
-        check(not other, "kmemleak after boot: %s" % "; ".join(other[:5]))
+        leaks = take_leaks(cl, ids, "boot")
+        check(not leaks, "kmemleak after boot: %s" % "; ".join(leaks[:5]))
     increments = 0
     for c in range(1, n + 1):
         if c > 1:
@@ -399,26 +396,22 @@ def sc_cycles(cl, ctx):
             cl.leave(LS, x, left)
         if leakcheck:
             time.sleep(6)   # kmemleak reports only objects older than 5 s
-            k, o = take_leaks(cl, ids, "cycle%d" % c, True)
-            for i, cnt in k.items():
-                known[i] += cnt
-            other += o
-            check(not other, "cycle %d: kmemleak: %s" % (c, "; ".join(other[:5])))
+            leaks = take_leaks(cl, ids, "cycle%d" % c)
+            check(not leaks, "cycle %d: kmemleak: %s" % (c, "; ".join(leaks[:5])))
         cl.on(ids, "dlm-controller teardown && dlm-module unload", timeout=120)
         bad = cl.console_problems(faults=ctx.faults)
         check(not bad, "cycle %d: console reports: %s" % (c, "; ".join(
             "node %d: %s" % (i, " | ".join(l[:200] for l in ls[:3])) for i, ls in bad.items())))
-        ctx.say("cycle %d: %d increments exact; left and unloaded on %s; config.c leaks so "
-                "far %s" % (c, s, ids, known if leakcheck else "(no kmemleak)"))
+        ctx.say("cycle %d: %d increments exact; left and unloaded on %s; %s" % (
+            c, s, ids, "no kmemleak report" if leakcheck else "(no kmemleak)"))
     if leakcheck:
         time.sleep(6)
-        _, o = take_leaks(cl, ids, "unloaded", False)
-        check(not o, "kmemleak after the last rmmod: %s" % "; ".join(o[:5]))
+        leaks = take_leaks(cl, ids, "unloaded")
+        check(not leaks, "kmemleak after the last rmmod: %s" % "; ".join(leaks[:5]))
     # The module loads once more and works after all that.
     cl.on(ids, "dlm-module load && dlm-controller setup", timeout=120)
     ctx.numbers.update(cycles=n, increments=increments,
-                       kmemleak="on" if leakcheck else "off",
-                       config_c_leaks=sum(known.values()))
+                       kmemleak="on" if leakcheck else "off")
 
 
 GFS_FILES = 40        # distinct files per node, and creates per node in shared/
@@ -603,9 +596,7 @@ def judge_console_and_leaks(cl, ctx, alive_ok):
     if alive_ok:
         try:
             leak_nodes = [i for i in cl.alive() if cl.has_kmemleak(i)]
-            known, other = take_leaks(cl, leak_nodes, "end", True) if leak_nodes else ({}, [])
-            if known:
-                ctx.numbers["config_c_leaks_at_end"] = sum(known.values())
+            other = take_leaks(cl, leak_nodes, "end") if leak_nodes else []
         except (C.ClusterError, AttributeError, OSError) as e:
             # A cluster that did not boot has no agent to ask.
             problems.append("kmemleak could not be read: %s" % (e or type(e).__name__))
