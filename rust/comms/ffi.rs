@@ -95,6 +95,11 @@ extern "C" {
     pub(crate) fn dlm_rs_trace_recv_message(dst: u32, seq: u32, ms: *const c_void);
     pub(crate) fn dlm_rs_trace_recv_rcom(dst: u32, seq: u32, rc: *const c_void);
 
+    pub(crate) fn dlm_rs_fault_init();
+    pub(crate) fn dlm_rs_fault_exit();
+    pub(crate) fn dlm_rs_fault_accept_stall() -> bool;
+    pub(crate) fn dlm_rs_fault_rx_hold() -> bool;
+
     // Exported by the networking core; declared in headers bindgen does not include.
     pub(crate) fn release_sock(sk: *mut bindings::sock);
     pub(crate) fn tcp_sock_set_nodelay(sk: *mut bindings::sock);
@@ -149,4 +154,37 @@ pub(crate) mod config {
 pub(crate) fn our_nodeid() -> i32 {
     // SAFETY: Lockless read in config.c; valid once a local comm exists, which start checks.
     unsafe { dlm_our_nodeid() }
+}
+
+/// Test-only fault points of the debug test kernel (`CONFIG_FAULT_INJECTION_DEBUG_FS`): standard
+/// fault attributes under `/sys/kernel/debug/dlm_accept_stall/` and `.../dlm_rx_hold/`, off
+/// until a test arms them.  They open race windows that a single-vCPU guest cannot open by
+/// itself (`Documentation/testing.rst`); on other kernels they are constant `false`.
+pub(crate) mod fault {
+    /// Creates the debugfs attributes (module init).
+    pub(crate) fn init() {
+        // SAFETY: Called once from `dlm_midcomms_init()`; the shim only registers static
+        // attributes.
+        unsafe { super::dlm_rs_fault_init() }
+    }
+
+    /// Removes them (module exit).
+    pub(crate) fn exit() {
+        // SAFETY: Called once from `dlm_midcomms_exit()`, after `init`.
+        unsafe { super::dlm_rs_fault_exit() }
+    }
+
+    /// `dlm_accept_stall`: the accept work stalls between finding a connection's node and
+    /// installing the socket.
+    pub(crate) fn accept_stall() -> bool {
+        // SAFETY: `should_fail()` on a static attribute; any context.
+        unsafe { super::dlm_rs_fault_accept_stall() }
+    }
+
+    /// `dlm_rx_hold`: the `dlm_process` worker leaves the received buffers queued for its next
+    /// run instead of processing them now.
+    pub(crate) fn rx_hold() -> bool {
+        // SAFETY: `should_fail()` on a static attribute; any context.
+        unsafe { super::dlm_rs_fault_rx_hold() }
+    }
 }

@@ -46,6 +46,8 @@ const SHUTDOWN_WAIT_MS: u32 = 5000;
 const LISTEN_BACKLOG: i32 = 128;
 /// Bounded work per send-worker run before it requeues itself (fairness, as C's RESCHED).
 const SEND_BATCH: usize = 64;
+/// How long the `dlm_accept_stall` test hook stalls the accept work.
+const ACCEPT_STALL_MS: i64 = 5000;
 
 /// A buffer of whole received messages waiting for the BH worker.
 pub(crate) struct RxBuf {
@@ -133,11 +135,13 @@ pub(crate) fn init() -> Result {
         GFP_KERNEL,
     )?;
     COMMS.store(Arc::into_raw(c).cast_mut(), Ordering::Release);
+    ffi::fault::init();
     Ok(())
 }
 
 /// Frees the global state (`dlm_midcomms_exit()`); every node must be gone.
 pub(crate) fn exit() {
+    ffi::fault::exit();
     let p = COMMS.swap(core::ptr::null_mut(), Ordering::AcqRel);
     if !p.is_null() {
         // SAFETY: `p` is the reference leaked by `init`; nobody uses it any more.
@@ -618,6 +622,11 @@ impl WorkItem<0> for Comms {
                 // Dropping `sock` refuses the peer; keep accepting the others.
                 continue;
             };
+            if ffi::fault::accept_stall() {
+                // Test hook (debug kernels only): lets a close of the node run between the
+                // lookup and the installation of the socket.
+                fsleep(Delta::from_millis(ACCEPT_STALL_MS));
+            }
             sock.set_mark(node.mark.load(Ordering::Relaxed));
             log_print!("got connection from {}", node.nodeid);
             install_node_sock(&c, &node, &mut sock);
@@ -1002,11 +1011,19 @@ impl WorkItem<1> for Comms {
     fn run(c: Arc<Comms>) {
         // BH context: no sleeping below.
         loop {
-            let batch = core::mem::take(&mut *c.rxq.lock());
-            if batch.is_empty() {
-                break;
-            }
-            for b in batch.iter() {
+            let b = {
+                let mut q = c.rxq.lock();
+                if q.is_empty() {
+                    break;
+                }
+                if ffi::fault::rx_hold() {
+                    // Test hook (debug kernels only): the buffers wait for the next run, as
+                    // if this worker ran late on another CPU.
+                    return;
+                }
+                q.remove(0)
+            };
+            if let Ok(b) = b {
                 midcomms::process(&b.node, &b.data);
             }
         }
