@@ -18,10 +18,9 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use kernel::{
     bindings,
     ffi::c_void,
-    new_condvar,
     new_mutex,
     prelude::*,
-    sync::{Arc, ArcBorrow, CondVar, Mutex},
+    sync::{Arc, ArcBorrow, Mutex},
     time::{delay::fsleep, msecs_to_jiffies, Delta},
     workqueue::{impl_has_work, new_work, Queue, Work, WorkItem}, //
 };
@@ -34,7 +33,10 @@ use super::{
     midcomms,
     node::{io, Conn, Node},
     sock::{Io, SockAddr, Socket},
-    sync::{cancel_arc_work, new_spinlock_bh, NofsScope, OwnedQueue, SpinLockBh},
+    sync::{
+        cancel_arc_work, new_spinlock_bh, new_wait_queue, NofsScope, OwnedQueue, SpinLockBh,
+        WaitQueue,
+    },
 };
 
 /// Largest message on the wire (`DLM_MAX_SOCKET_BUFSIZE`).
@@ -84,8 +86,9 @@ pub(crate) struct Comms {
     local: SpinLockBh<SockAddr>,
     #[pin]
     rxq: SpinLockBh<KVec<RxBuf>>,
+    /// Woken when the `dlm_process` worker emptied `rxq`.
     #[pin]
-    rxq_wait: CondVar,
+    rxq_wait: WaitQueue,
     /// Keeps `dlm_midcomms_close()` and `dlm_midcomms_shutdown()` apart.
     #[pin]
     pub(crate) close_lock: Mutex<()>,
@@ -127,7 +130,7 @@ pub(crate) fn init() -> Result {
             orig_cbs <- new_spinlock_bh!(SkCallbacks::NONE, "dlm_orig_cbs"),
             local <- new_spinlock_bh!(SockAddr::zeroed(), "dlm_local"),
             rxq <- new_spinlock_bh!(KVec::new(), "dlm_rxq"),
-            rxq_wait <- new_condvar!("dlm_rxq_wait"),
+            rxq_wait <- new_wait_queue!("dlm_rxq_wait"),
             close_lock <- new_mutex!((), "dlm_close_lock"),
             accept_work <- new_work!("dlm_accept_work"),
             process_work <- new_work!("dlm_process_work"),
@@ -481,21 +484,11 @@ fn listen_for_all(c: &Comms, local: &SockAddr) -> Result {
     Ok(())
 }
 
-/// Waits (sleeping) until `node`'s main socket is gone or `ms` pass; false on timeout.
+/// Waits (sleeping, uninterruptibly like C) until `node`'s main socket is gone or `ms` pass;
+/// false on timeout.
 fn wait_main_closed(node: &Node, ms: u32) -> bool {
-    let deadline = super::log::jiffies().wrapping_add(msecs_to_jiffies(ms) as usize);
-    let mut main = node.main.lock();
-    while main.sock.is_some() {
-        let now = super::log::jiffies();
-        let left = deadline.wrapping_sub(now) as isize;
-        if left <= 0 {
-            return false;
-        }
-        let _ = node
-            .wait
-            .wait_interruptible_timeout(&mut main, left.min(10) as kernel::time::Jiffies);
-    }
-    true
+    node.wait
+        .wait_timeout(&node.main, msecs_to_jiffies(ms), |main| main.sock.is_none())
 }
 
 /// Stops and cancels all I/O of `node` and closes its sockets (sleeps).
@@ -917,12 +910,12 @@ fn hand_over(c: &Comms, node: &Arc<Node>, data: KVec<u8>) -> core::result::Resul
         let _ = pq.enqueue::<Arc<Comms>, 1>(Arc::from(comms_borrow(c)));
     }
     if backlog > MAX_PROCESS_BUFFERS {
-        // Back-pressure: wait for the BH worker to drain the queue (not a flush: the BH
-        // queue cannot be flushed from a `WQ_MEM_RECLAIM` worker).
-        let mut q = c.rxq.lock();
-        while !q.is_empty() {
-            let _ = c.rxq_wait.wait_interruptible_timeout(&mut q, 10);
-        }
+        // Back-pressure: wait (uninterruptibly, as C) for the BH worker to drain the queue
+        // (not a flush: the BH queue cannot be flushed from a `WQ_MEM_RECLAIM` worker).
+        while !c
+            .rxq_wait
+            .wait_timeout(&c.rxq, msecs_to_jiffies(1000), |q| q.is_empty())
+        {}
     }
     Ok(())
 }

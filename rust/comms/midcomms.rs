@@ -545,19 +545,17 @@ pub(crate) fn remove_member(node: &Arc<Node>) {
     });
 }
 
-/// Sleeps until `poll` says done or timed out.
+/// Sleeps (uninterruptibly, like C) until `poll` says done or timed out.  `poll` checks the
+/// time itself; the sleep is cut into slices so that it does.
 fn wait_poll(node: &Node, mut poll: impl FnMut(&mut Tx, u64) -> Wait) {
-    let mut tx = node.tx.lock();
     loop {
-        let now = now_ms();
-        match poll(&mut tx, now) {
-            Wait::Done | Wait::TimedOut => return,
-            Wait::Until(t) => {
-                let ms = t.saturating_sub(now).clamp(1, 100) as u32;
-                let _ = node
-                    .wait
-                    .wait_interruptible_timeout(&mut tx, kernel::time::msecs_to_jiffies(ms));
-            }
+        let done = node
+            .wait
+            .wait_timeout(&node.tx, kernel::time::msecs_to_jiffies(100), |tx| {
+                !matches!(poll(tx, now_ms()), Wait::Until(_))
+            });
+        if done {
+            return;
         }
     }
 }

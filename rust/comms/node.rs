@@ -11,11 +11,10 @@
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize, Ordering};
 use kernel::{
     ffi::c_void,
-    new_condvar,
     new_mutex,
     page::PAGE_SIZE,
     prelude::*,
-    sync::{Arc, CondVar, Mutex},
+    sync::{Arc, Mutex},
     workqueue::{impl_has_work, new_work, Work}, //
 };
 
@@ -28,7 +27,7 @@ use crate::proto::{
 use super::{
     page::SendPage,
     sock::{SockAddr, Socket},
-    sync::{new_spinlock_bh, SpinLockBh},
+    sync::{new_spinlock_bh, new_wait_queue, SpinLockBh, WaitQueue},
 };
 
 /// At most this many addresses per node (`DLM_MAX_ADDR_COUNT`).
@@ -342,7 +341,7 @@ pub(crate) struct Node {
     pub(crate) tx: SpinLockBh<Tx>,
     /// Woken on version detection, state changes, close and receive EOF.
     #[pin]
-    pub(crate) wait: CondVar,
+    pub(crate) wait: WaitQueue,
     #[pin]
     pub(crate) rwork: Work<Node, 0>,
     #[pin]
@@ -383,7 +382,7 @@ impl Node {
                     },
                     "dlm_node_tx"
                 ),
-                wait <- new_condvar!("dlm_node_wait"),
+                wait <- new_wait_queue!("dlm_node_wait"),
                 rwork <- new_work!("dlm_node_rwork"),
                 swork <- new_work!("dlm_node_swork"),
             }),
