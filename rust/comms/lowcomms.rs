@@ -594,7 +594,7 @@ impl WorkItem<0> for Comms {
             return;
         };
         loop {
-            let mut sock = match lsock.accept() {
+            let sock = match lsock.accept() {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
                 Err(e) => {
@@ -602,56 +602,71 @@ impl WorkItem<0> for Comms {
                     break;
                 }
             };
-            let Ok(mut peer) = sock.peer_addr() else {
-                continue;
-            };
-            peer.set_port_be(0);
-            let Some(node) = c.node_by_addr(&peer) else {
-                match peer.family() {
-                    bindings::AF_INET => log_print!("connect from non cluster IPv4 node {}", peer),
-                    bindings::AF_INET6 => log_print!("connect from non cluster IPv6 node {}", peer),
-                    _ => log_print!("invalid family from non cluster node"),
-                }
-                // Dropping `sock` refuses the peer; keep accepting the others.
-                continue;
-            };
-            if ffi::fault::accept_stall() {
-                // Test hook (debug kernels only): lets a close of the node run between the
-                // lookup and the installation of the socket.
-                fsleep(Delta::from_millis(ACCEPT_STALL_MS));
-            }
-            sock.set_mark(node.mark.load(Ordering::Relaxed));
-            log_print!("got connection from {}", node.nodeid);
-            install_node_sock(&c, &node, &mut sock);
-            {
-                let mut main = node.main.lock();
-                if main.sock.is_none() {
-                    // Our outgoing connect has not happened: this becomes the main socket.
-                    main.close();
-                    main.sock = Some(sock);
-                    node.io_test_and_set(io::RESEND);
-                    let _tx = node.tx.lock();
-                    queue_swork(&node);
-                } else {
-                    // Crossed connects: keep ours for sending, receive on this one.
-                    let mut other = node.other.lock();
-                    other.close();
-                    other.sock = Some(sock);
-                    // A peer that connects again while we still have a main socket may have lost
-                    // its end of it (a reset we never saw, so our socket looks alive): send the
-                    // unacknowledged messages again.  On a live socket they are duplicates the
-                    // peer drops and re-acks; on a dead one the peer's reset makes us reconnect.
-                    let tx = node.tx.lock();
-                    if tx.unacked.len() != 0 {
-                        node.io_test_and_set(io::RESEND);
-                        queue_swork(&node);
-                    }
-                }
-            }
-            node.io.fetch_or(io::RECV_INTR, Ordering::AcqRel);
-            queue_rwork(&node);
+            accept_one(&c, sock);
         }
     }
+}
+
+/// Maps an accepted connection to its node and installs it.
+fn accept_one(c: &Comms, mut sock: Socket) {
+    let Ok(mut peer) = sock.peer_addr() else {
+        return;
+    };
+    peer.set_port_be(0);
+    let Some(node) = c.node_by_addr(&peer) else {
+        match peer.family() {
+            bindings::AF_INET => log_print!("connect from non cluster IPv4 node {}", peer),
+            bindings::AF_INET6 => log_print!("connect from non cluster IPv6 node {}", peer),
+            _ => log_print!("invalid family from non cluster node"),
+        }
+        // Dropping `sock` refuses the peer; the caller accepts the others.
+        return;
+    };
+    if ffi::fault::accept_stall() {
+        // Test hook (debug kernels only): lets a close of the node run between the lookup and
+        // the installation of the socket.
+        fsleep(Delta::from_millis(ACCEPT_STALL_MS));
+    }
+    sock.set_mark(node.mark.load(Ordering::Relaxed));
+    install_node_sock(c, &node, &mut sock);
+    let mut main = node.main.lock();
+    // `dlm_midcomms_close()` (or a shutdown) sets `IO_STOP` before it closes the node's
+    // sockets under this lock: a connection accepted after that would stay open, with our
+    // callbacks, owned by nobody.  Refuse it.
+    if node.io_test(io::IO_STOP) {
+        drop(main);
+        log_print_ratelimited!(
+            "refused a connection from node {}: its comm is closed",
+            node.nodeid
+        );
+        return;
+    }
+    log_print!("got connection from {}", node.nodeid);
+    if main.sock.is_none() {
+        // Our outgoing connect has not happened: this becomes the main socket.
+        main.close();
+        main.sock = Some(sock);
+        node.io_test_and_set(io::RESEND);
+        let _tx = node.tx.lock();
+        queue_swork(&node);
+    } else {
+        // Crossed connects: keep ours for sending, receive on this one.
+        let mut other = node.other.lock();
+        other.close();
+        other.sock = Some(sock);
+        // A peer that connects again while we still have a main socket may have lost its end
+        // of it (a reset we never saw, so our socket looks alive): send the unacknowledged
+        // messages again.  On a live socket they are duplicates the peer drops and re-acks; on
+        // a dead one the peer's reset makes us reconnect.
+        let tx = node.tx.lock();
+        if tx.unacked.len() != 0 {
+            node.io_test_and_set(io::RESEND);
+            queue_swork(&node);
+        }
+    }
+    drop(main);
+    node.io.fetch_or(io::RECV_INTR, Ordering::AcqRel);
+    queue_rwork(&node);
 }
 
 // ---- connect and send -------------------------------------------------------------------
