@@ -244,9 +244,10 @@ extern "C" fn dlm_midcomms_version_wait() {
     }
 }
 
-/// Stops and frees everything of one node that is no longer in the table.
+/// Stops and frees everything of one node that is no longer in the table: no I/O, nothing of
+/// it delivered any more, queues freed, debugfs gone.
 fn finish_node(c: &lowcomms::Comms, node: &Arc<Node>) {
-    lowcomms::stop_node_io(c, node);
+    lowcomms::close_node(c, node);
     {
         let mut tx = node.tx.lock();
         tx.wq.entries.clear();

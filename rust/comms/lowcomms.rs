@@ -504,6 +504,20 @@ pub(crate) fn stop_node_io(c: &Comms, node: &Arc<Node>) {
     let _ = c;
 }
 
+/// `dlm_midcomms_close()` transport part, for a node already out of the table: no I/O any
+/// more, and nothing it sent is delivered any more: what is queued for the lock manager is
+/// dropped, and a delivery in progress is waited for.
+pub(crate) fn close_node(c: &Comms, node: &Arc<Node>) {
+    node.io_test_and_set(io::CLOSED);
+    stop_node_io(c, node);
+    // Buffers of other nodes stay, in order.  (A buffer being processed right now sees
+    // `CLOSED` before its next message; the flush waits for it.)
+    c.rxq.lock().retain(|b| !Arc::ptr_eq(&b.node, node));
+    if let Some(q) = c.queues.lock().process.as_ref() {
+        q.flush();
+    }
+}
+
 fn cancel_node_work<const ID: u64>(node: &Arc<Node>)
 where
     Node: kernel::workqueue::HasWork<Node, ID>,

@@ -251,12 +251,16 @@ pub(crate) fn frame(nodeid: i32, buf: &[u8]) -> (usize, bool) {
 
 // ---- receive (dlm_process BH worker) ----------------------------------------------------
 
-/// Processes a buffer of whole messages from `node`, in order.
+/// Processes a buffer of whole messages from `node`, in order.  Nothing is delivered once the
+/// node was removed (`dlm_midcomms_close()`): its messages are dropped, as C drops them.
 pub(crate) fn process(node: &Arc<Node>, buf: &[u8]) {
     for frame in framer::frames(buf) {
         let Ok(frame) = frame else {
             break;
         };
+        if node.io_test(io::CLOSED) {
+            return;
+        }
         with_peer(node, frame, |peer, unacked, nio| {
             let _ = peer.receive(frame, unacked, nio);
         });

@@ -57,6 +57,8 @@ pub(crate) mod io {
     pub(crate) const CONNECT: usize = 1 << 6;
     /// The peer skipped a sequence number: the receive work resets its connections.
     pub(crate) const RESET: usize = 1 << 7;
+    /// The node was removed (`dlm_midcomms_close()`): what it sent is not delivered any more.
+    pub(crate) const CLOSED: usize = 1 << 8;
 }
 
 /// One page of the write queue.
