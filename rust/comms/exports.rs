@@ -18,7 +18,7 @@ use kernel::{
 
 use super::{
     ffi,
-    log::log_print,
+    log::{log_print, warn_on_once},
     lowcomms::{self, comms},
     midcomms::{self, Handle},
     node::{io, Node},
@@ -52,7 +52,7 @@ extern "C" fn dlm_lowcomms_is_running() -> bool {
 #[no_mangle]
 extern "C" fn dlm_lowcomms_connect_node(nodeid: c_int) -> c_int {
     let Some(node) = lookup(nodeid) else {
-        kernel::warn_on!(true);
+        warn_on_once!(true);
         return ENOENT.to_errno();
     };
     if node.main.try_lock().is_some_and(|m| m.sock.is_none()) {
@@ -83,13 +83,12 @@ unsafe extern "C" fn dlm_lowcomms_new_msg(
     cb: Option<unsafe extern "C" fn(*mut c_void)>,
     data: *mut c_void,
 ) -> *mut c_void {
-    if !(16..=lowcomms::MAX_SOCKET_BUFSIZE as c_int).contains(&len) {
-        kernel::warn_on!(true);
+    if warn_on_once!(!(16..=lowcomms::MAX_SOCKET_BUFSIZE as c_int).contains(&len)) {
         log_print!("failed to allocate a buffer of size {}", len);
         return core::ptr::null_mut();
     }
     let Some(node) = lookup(nodeid) else {
-        kernel::warn_on!(true);
+        warn_on_once!(true);
         return core::ptr::null_mut();
     };
     match midcomms::new_plain(node, len as usize, cb, data) {
@@ -151,7 +150,7 @@ unsafe extern "C" fn dlm_midcomms_get_mhandle(
     ppc: *mut *mut c_char,
 ) -> *mut c_void {
     let Some(node) = lookup(nodeid) else {
-        kernel::warn_on!(true);
+        warn_on_once!(true);
         return core::ptr::null_mut();
     };
     if len < 0 {
@@ -333,7 +332,7 @@ extern "C" fn dlm_midcomms_add_member(nodeid: c_int) {
     match lookup(nodeid) {
         Some(node) => midcomms::add_member(&node),
         None => {
-            kernel::warn_on!(true);
+            warn_on_once!(true);
         }
     }
 }

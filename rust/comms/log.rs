@@ -26,6 +26,20 @@ macro_rules! log_print_ratelimited {
 }
 pub(crate) use log_print_ratelimited;
 
+/// `WARN_ON_ONCE(cond)`: a kernel warning (with a backtrace) the first time `cond` holds at
+/// this call site; evaluates to `cond`.
+macro_rules! warn_on_once {
+    ($cond:expr) => {{
+        static WARNED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+        let cond: bool = $cond;
+        if cond && !WARNED.swap(true, core::sync::atomic::Ordering::Relaxed) {
+            kernel::warn_on!(true);
+        }
+        cond
+    }};
+}
+pub(crate) use warn_on_once;
+
 /// A small burst limiter over `jiffies`.
 pub(crate) struct RateLimit {
     start: AtomicUsize,

@@ -171,7 +171,7 @@ fn log_event(nodeid: i32, e: Event) {
         ),
         Event::StaleFin { .. } | Event::Reset => {}
         Event::DeliveredAfterFin => {
-            kernel::pr_warn_once!("dlm: message from node {} after its FIN\n", nodeid)
+            kernel::pr_warn_once!("message from node {} after its FIN\n", nodeid)
         }
         Event::Unexpected(u) => log_print!("node {}: unexpected state: {:?}", nodeid, u),
         // Events added to the core later are logged generically.
@@ -391,10 +391,7 @@ pub(crate) fn get_mhandle(node: Arc<Node>, len: usize) -> Option<KBox<Handle>> {
             Some(KBox::write(slot, Handle::plain(node, r, len)))
         }
         Err(PeerSendError::NotDetected) => {
-            kernel::pr_warn_once!(
-                "dlm: send to node {} before its version is known\n",
-                node.nodeid
-            );
+            kernel::pr_warn_once!("send to node {} before its version is known\n", node.nodeid);
             None
         }
         Err(e) => {
