@@ -23,6 +23,7 @@ use super::{
     midcomms::{self, Handle},
     node::{io, Node},
     sock::SockAddr,
+    sync::NofsScope,
 };
 
 fn errno(e: Error) -> c_int {
@@ -196,9 +197,13 @@ unsafe extern "C" fn dlm_midcomms_addr(nodeid: c_int, addr: *const c_void) -> c_
             Err(e) => errno(e),
         };
     }
-    let node = match Node::new(nodeid, &a, ffi::config::mark()) {
-        Ok(n) => n,
-        Err(e) => return errno(e),
+    let node = {
+        // configfs serves a cluster file system's daemon: no reclaim into it (C: GFP_NOFS).
+        let _nofs = NofsScope::enter();
+        match Node::new(nodeid, &a, ffi::config::mark()) {
+            Ok(n) => n,
+            Err(e) => return errno(e),
+        }
     };
     {
         let mut nodes = c.nodes.lock();

@@ -50,6 +50,8 @@ const LISTEN_BACKLOG: i32 = 128;
 const SEND_BATCH: usize = 64;
 /// How long the `dlm_accept_stall` test hook stalls the accept work.
 const ACCEPT_STALL_MS: i64 = 5000;
+/// Pause before a worker retries after an allocation failed.
+const RETRY_MS: i64 = 10;
 
 /// A buffer of whole received messages waiting for the BH worker.
 pub(crate) struct RxBuf {
@@ -181,16 +183,26 @@ impl Comms {
             .cloned()
     }
 
-    /// A snapshot of all nodes.
+    /// A snapshot of all nodes; process context.  It cannot come back short: the array is
+    /// allocated with a sleeping allocation outside the table lock, and again (after a pause)
+    /// until that succeeds, so that shutdown and version wait never skip a node.
     pub(crate) fn all_nodes(&self) -> KVec<Arc<Node>> {
-        let nodes = self.nodes.lock();
-        let mut v = KVec::new();
-        if v.reserve(nodes.len(), GFP_ATOMIC).is_ok() {
-            for n in nodes.iter() {
-                let _ = v.push_within_capacity(n.clone());
+        let _nofs = NofsScope::enter();
+        loop {
+            let n = self.nodes.lock().len();
+            let Ok(mut v) = KVec::with_capacity(n, GFP_KERNEL) else {
+                fsleep(Delta::from_millis(RETRY_MS));
+                continue;
+            };
+            let nodes = self.nodes.lock();
+            if nodes.len() > v.capacity() {
+                continue;
             }
+            for node in nodes.iter() {
+                let _ = v.push_within_capacity(node.clone());
+            }
+            return v;
         }
-        v
     }
 
     fn node_by_addr(&self, a: &SockAddr) -> Option<Arc<Node>> {

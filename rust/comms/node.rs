@@ -356,7 +356,8 @@ impl_has_work! {
 }
 
 impl Node {
-    /// A new node with its first address; process context.
+    /// A new node with its first address; process context, called in a `NofsScope` by the
+    /// caller (configfs serves a cluster file system: no reclaim into it).
     pub(crate) fn new(nodeid: i32, addr: &SockAddr, mark: u32) -> Result<Arc<Self>> {
         let mut addrs = Addrs {
             addr: [SockAddr::zeroed(); MAX_ADDR_COUNT],
