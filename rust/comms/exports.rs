@@ -291,7 +291,7 @@ extern "C" fn dlm_midcomms_start() -> c_int {
     let Some(c) = comms() else {
         return ENOMEM.to_errno();
     };
-    match lowcomms::start(&c) {
+    match lowcomms::start(c) {
         Ok(()) => 0,
         Err(e) => errno(e),
     }
@@ -300,7 +300,7 @@ extern "C" fn dlm_midcomms_start() -> c_int {
 #[no_mangle]
 extern "C" fn dlm_midcomms_stop() {
     if let Some(c) = comms() {
-        lowcomms::stop(&c);
+        lowcomms::stop(c);
     }
 }
 
@@ -320,7 +320,7 @@ extern "C" fn dlm_midcomms_exit() {
             finish_node(&c, node);
         }
         drop(nodes);
-        lowcomms::stop(&c);
+        lowcomms::stop(c);
     }
     lowcomms::exit();
 }

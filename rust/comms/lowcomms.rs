@@ -406,7 +406,7 @@ fn install_node_sock(c: &Comms, node: &Arc<Node>, sock: &mut Socket) {
 // ---- start / shutdown / stop ------------------------------------------------------------
 
 /// `dlm_lowcomms_start()`.
-pub(crate) fn start(c: &Comms) -> Result {
+pub(crate) fn start(c: ArcBorrow<'_, Comms>) -> Result {
     let mut local = SockAddr::zeroed();
     // SAFETY: `local` has room for a `sockaddr_storage`.
     if unsafe { ffi::dlm_our_addr(local.as_mut_ptr(), 0) } != 0 {
@@ -453,7 +453,14 @@ pub(crate) fn start(c: &Comms) -> Result {
         q.process = Some(pwq);
     }
 
-    if let Err(e) = listen_for_all(c, &local) {
+    // Nodes stopped by a previous `stop` may do I/O again (not the removed ones).
+    for node in c.all_nodes().iter() {
+        let _tx = node.tx.lock();
+        if !node.io_test(io::CLOSED) {
+            node.io_test_and_clear(io::IO_STOP);
+        }
+    }
+    if let Err(e) = listen_for_all(&c, &local) {
         stop(c);
         return Err(e);
     }
@@ -503,9 +510,14 @@ fn wait_main_closed(node: &Node, ms: u32) -> bool {
         .wait_timeout(&node.main, msecs_to_jiffies(ms), |main| main.sock.is_none())
 }
 
-/// Stops and cancels all I/O of `node` and closes its sockets (sleeps).
-pub(crate) fn stop_node_io(c: &Comms, node: &Arc<Node>) {
-    node.io_test_and_set(io::IO_STOP);
+/// Stops and cancels all I/O of `node` and closes its sockets (sleeps).  `IO_STOP` is set with
+/// the node lock held, as C sets `CF_IO_STOP` under the write queue lock: a commit either
+/// queued its send work before (cancelled below) or sees the bit.
+pub(crate) fn stop_node_io(node: &Arc<Node>) {
+    {
+        let _tx = node.tx.lock();
+        node.io_test_and_set(io::IO_STOP);
+    }
     node.main.lock().close();
     node.other.lock().close();
     cancel_node_work::<0>(node);
@@ -513,7 +525,7 @@ pub(crate) fn stop_node_io(c: &Comms, node: &Arc<Node>) {
     node.io_test_and_clear(io::RECV_PENDING);
     node.io_test_and_clear(io::SEND_PENDING);
     node.io_test_and_clear(io::APP_LIMITED);
-    let _ = c;
+    node.wait.notify_all();
 }
 
 /// `dlm_midcomms_close()` transport part, for a node already out of the table: no I/O any
@@ -521,7 +533,7 @@ pub(crate) fn stop_node_io(c: &Comms, node: &Arc<Node>) {
 /// dropped, and a delivery in progress is waited for.
 pub(crate) fn close_node(c: &Comms, node: &Arc<Node>) {
     node.io_test_and_set(io::CLOSED);
-    stop_node_io(c, node);
+    stop_node_io(node);
     // Buffers of other nodes stay, in order.  (A buffer being processed right now sees
     // `CLOSED` before its next message; the flush waits for it.)
     c.rxq.lock().retain(|b| !Arc::ptr_eq(&b.node, node));
@@ -549,15 +561,20 @@ where
     unsafe { cancel_arc_work::<Comms, ID>(p) }
 }
 
-/// `dlm_lowcomms_shutdown()`: closes the listen socket, half-closes every connection, waits up
-/// to 5 s for each peer's end of stream, then closes and forgets queued output.
-pub(crate) fn shutdown(c: ArcBorrow<'_, Comms>) {
+/// Closes the listen socket and cancels the accept work: no new connection comes in.
+fn stop_listening(c: ArcBorrow<'_, Comms>) {
     c.running.store(false, Ordering::Release);
     let listen = c.listen.lock().take();
     drop(listen);
     cancel_comms_work::<0>(c);
+}
 
-    for node in c.all_nodes().iter() {
+/// `dlm_lowcomms_shutdown()` for `nodes`: closes the listen socket, half-closes every
+/// connection, waits up to 5 s for each peer's end of stream, then closes and forgets queued
+/// output.
+pub(crate) fn shutdown(c: ArcBorrow<'_, Comms>, nodes: &[Arc<Node>]) {
+    stop_listening(c);
+    for node in nodes.iter() {
         if let Some(q) = c.queues.lock().io.as_ref() {
             q.flush();
         }
@@ -583,20 +600,30 @@ pub(crate) fn shutdown(c: ArcBorrow<'_, Comms>) {
                 node.nodeid
             );
         }
-        stop_node_io(&c, node);
+        stop_node_io(node);
         if let Some(q) = c.queues.lock().process.as_ref() {
             q.flush();
         }
-        node.tx.lock().wq.entries.clear();
-        node.io_test_and_clear(io::IO_STOP);
+        let mut tx = node.tx.lock();
+        tx.wq.entries.clear();
+        // As C's allow_connection_io(): the node may do I/O again until `stop`.
+        if !node.io_test(io::CLOSED) {
+            node.io_test_and_clear(io::IO_STOP);
+        }
     }
 }
 
-/// `dlm_lowcomms_stop()`: destroys the workqueues.
-pub(crate) fn stop(c: &Comms) {
-    c.running.store(false, Ordering::Release);
-    let listen = c.listen.lock().take();
-    drop(listen);
+/// `dlm_lowcomms_stop()`: destroys the workqueues.  Before that every node's I/O is stopped
+/// (its sockets closed with our callbacks restored, its work items cancelled, `IO_STOP` set so
+/// that nothing queues new ones) and the accept and processing works are cancelled, so no
+/// socket callback or work item can reach a destroyed queue.
+pub(crate) fn stop(c: ArcBorrow<'_, Comms>) {
+    stop_listening(c);
+    let nodes = c.all_nodes();
+    for node in nodes.iter() {
+        stop_node_io(node);
+    }
+    cancel_comms_work::<1>(c);
     c.io_wq.store(core::ptr::null_mut(), Ordering::Release);
     c.process_wq.store(core::ptr::null_mut(), Ordering::Release);
     let (io, process) = {
@@ -605,7 +632,8 @@ pub(crate) fn stop(c: &Comms) {
     };
     drop(io);
     drop(process);
-    c.rxq.lock().clear();
+    let rx = core::mem::take(&mut *c.rxq.lock());
+    drop(rx);
 }
 
 // ---- accept -----------------------------------------------------------------------------
@@ -838,8 +866,11 @@ impl WorkItem<1> for Node {
                         return;
                     }
                 }
+                // A close or shutdown that set `IO_STOP` while we connected closed the
+                // sockets it saw; it may have missed this one (as main or receive-only).
                 if node.io_test(io::IO_STOP) {
                     main.close();
+                    node.other.lock().close();
                     node.io_test_and_clear(io::SEND_PENDING);
                     return;
                 }

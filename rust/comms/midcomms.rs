@@ -580,7 +580,7 @@ pub(crate) fn shutdown(c: kernel::sync::ArcBorrow<'_, lowcomms::Comms>) {
         });
         wait_poll(node, |tx, now| tx.peer.poll_shutdown(now));
     }
-    lowcomms::shutdown(c);
+    lowcomms::shutdown(c, &nodes);
     for node in nodes.iter() {
         reset(node);
     }
