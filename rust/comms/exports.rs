@@ -56,11 +56,11 @@ extern "C" fn dlm_lowcomms_connect_node(nodeid: c_int) -> c_int {
         warn_on_once!(true);
         return ENOENT.to_errno();
     };
-    if node.main.try_lock().is_some_and(|m| m.sock.is_none()) {
-        let _tx = node.tx.lock();
-        node.io_test_and_set(io::CONNECT);
-        lowcomms::queue_swork(&node);
-    }
+    // The send work connects if there is no connection (and forgets the request if there is
+    // one); asking it never waits for the node's socket lock.
+    let _tx = node.tx.lock();
+    node.io_test_and_set(io::CONNECT);
+    lowcomms::queue_swork(&node);
     0
 }
 

@@ -874,6 +874,9 @@ impl WorkItem<1> for Node {
                     node.io_test_and_clear(io::SEND_PENDING);
                     return;
                 }
+            } else {
+                // Connected: a lockspace's request to connect is met.
+                node.io_test_and_clear(io::CONNECT);
             }
             if node.io_test(io::RESEND) && !midcomms::resend_unacked(&node) {
                 // A reservation is still open; try again shortly.
@@ -908,10 +911,13 @@ impl WorkItem<1> for Node {
 enum Drain {
     Done,
     Closed,
+    /// No memory: try again shortly.
     Retry,
+    /// The receive queue is long: stop reading until the `dlm_process` worker drained it.
+    Backlog,
 }
 
-fn drain(c: &Comms, node: &Arc<Node>, conn: &mut Conn) -> Drain {
+fn drain(c: &Arc<Comms>, node: &Arc<Node>, conn: &mut Conn) -> Drain {
     loop {
         let Some(sock) = conn.sock.as_ref() else {
             return Drain::Done;
@@ -953,19 +959,26 @@ fn drain(c: &Comms, node: &Arc<Node>, conn: &mut Conn) -> Drain {
             return Drain::Closed;
         }
         buf.truncate(complete);
-        if complete > 0 && hand_over(c, node, buf).is_err() {
-            // Messages taken off the socket are gone: reset the connection so the peer
-            // retransmits them rather than leave a gap in the sequence.
-            log_print_ratelimited!("no memory for messages from node {}", node.nodeid);
-            sock.set_abort_on_close();
-            return Drain::Closed;
+        if complete == 0 {
+            continue;
+        }
+        match hand_over(c, node, buf) {
+            Ok(backlog) if backlog > MAX_PROCESS_BUFFERS => return Drain::Backlog,
+            Ok(_) => {}
+            Err(()) => {
+                // Messages taken off the socket are gone: reset the connection so the peer
+                // retransmits them rather than leave a gap in the sequence.
+                log_print_ratelimited!("no memory for messages from node {}", node.nodeid);
+                sock.set_abort_on_close();
+                return Drain::Closed;
+            }
         }
     }
 }
 
-/// Queues whole messages for the `dlm_process` BH worker, in arrival order, and applies C's
-/// back-pressure.  On `Err` (no memory for the queue entry) the messages are dropped.
-fn hand_over(c: &Comms, node: &Arc<Node>, data: KVec<u8>) -> core::result::Result<(), ()> {
+/// Queues whole messages for the `dlm_process` BH worker, in arrival order; returns how many
+/// buffers are queued.  On `Err` (no memory for the queue entry) the messages are dropped.
+fn hand_over(c: &Arc<Comms>, node: &Arc<Node>, data: KVec<u8>) -> core::result::Result<usize, ()> {
     let entry = RxBuf {
         node: node.clone(),
         data,
@@ -978,21 +991,27 @@ fn hand_over(c: &Comms, node: &Arc<Node>, data: KVec<u8>) -> core::result::Resul
         q.len()
     };
     if let Some(pq) = c.process_queue() {
-        // Enqueueing an `Arc` is always sound; already queued is fine.
-        let _ = pq.enqueue::<Arc<Comms>, 1>(Arc::from(comms_borrow(c)));
+        // Already queued is fine: that run takes this buffer too.
+        let _ = pq.enqueue::<Arc<Comms>, 1>(c.clone());
     }
-    if backlog > MAX_PROCESS_BUFFERS {
-        // Back-pressure: wait (uninterruptibly, as C) for the BH worker to drain the queue
-        // (not a flush: the BH queue cannot be flushed from a `WQ_MEM_RECLAIM` worker).
-        while !c
-            .rxq_wait
-            .wait_timeout(&c.rxq, msecs_to_jiffies(1000), |q| q.is_empty())
-        {}
-    }
-    Ok(())
+    Ok(backlog)
 }
 
-/// Resets both sockets of `node` (`SO_LINGER` 0), after a sequence gap from it.
+/// Back-pressure, as C's: waits (uninterruptibly, no socket lock held) until the
+/// `dlm_process` worker has emptied the receive queue.  Not a flush: the BH queue cannot be
+/// flushed from a `WQ_MEM_RECLAIM` worker.
+fn wait_rx_drained(c: &Comms, node: &Node) {
+    while !c
+        .rxq_wait
+        .wait_timeout(&c.rxq, msecs_to_jiffies(1000), |q| q.is_empty())
+    {
+        if node.io_test(io::IO_STOP) {
+            return;
+        }
+    }
+}
+
+/// Resets both sockets of `node` (`SO_LINGER` 0), after a sequence gap from it persisted.
 fn reset_sockets(node: &Arc<Node>) {
     log_print_ratelimited!(
         "node {} skipped a message: resetting its connection so that it retransmits",
@@ -1015,11 +1034,6 @@ fn reset_sockets(node: &Arc<Node>) {
     midcomms::connection_lost(node);
 }
 
-fn comms_borrow(c: &Comms) -> ArcBorrow<'_, Comms> {
-    // SAFETY: `c` is the global state, which lives in an `Arc` (see `init`).
-    unsafe { ArcBorrow::from_raw(c) }
-}
-
 impl WorkItem<0> for Node {
     type Pointer = Arc<Node>;
 
@@ -1027,6 +1041,7 @@ impl WorkItem<0> for Node {
         let Some(c) = comms() else {
             return;
         };
+        let c: Arc<Comms> = c.into();
         let _nofs = NofsScope::enter();
         loop {
             node.io.fetch_and(!io::RECV_INTR, Ordering::AcqRel);
@@ -1034,22 +1049,25 @@ impl WorkItem<0> for Node {
                 reset_sockets(&node);
             }
             let mut retry = false;
+            let mut backlog = false;
             {
                 let mut main = node.main.lock();
                 match drain(&c, &node, &mut main) {
                     Drain::Done => {}
                     Drain::Retry => retry = true,
+                    Drain::Backlog => backlog = true,
                     Drain::Closed => {
                         close_main(&node, &mut main);
                         midcomms::connection_lost(&node);
                     }
                 }
             }
-            {
+            if !backlog {
                 let mut other = node.other.lock();
                 match drain(&c, &node, &mut other) {
                     Drain::Done => {}
                     Drain::Retry => retry = true,
+                    Drain::Backlog => backlog = true,
                     Drain::Closed => other.close(),
                 }
             }
@@ -1057,8 +1075,14 @@ impl WorkItem<0> for Node {
                 node.io_test_and_clear(io::RECV_PENDING);
                 return;
             }
+            if backlog {
+                // Both socket locks are dropped: sending, accepting and connecting for the
+                // node go on while we wait.
+                wait_rx_drained(&c, &node);
+                continue;
+            }
             if retry {
-                fsleep(Delta::from_millis(10));
+                fsleep(Delta::from_millis(RETRY_MS));
                 continue;
             }
             node.io_test_and_clear(io::RECV_PENDING);
