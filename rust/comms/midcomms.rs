@@ -108,18 +108,21 @@ impl PeerIo for NodeIo<'_> {
         self.deliver = Some((off, b.len(), seq));
     }
 
-    fn send_ack(&mut self, ack: Seq) {
+    fn send_ack(&mut self, ack: Seq) -> bool {
         let our = our_nodeid() as u32;
         self.place(HEADER_LEN, |b| {
             let _ = wire::encode_ack(b, our, ack.get());
-        });
+        })
+        .page
+        .is_some()
     }
 
-    fn send_fin(&mut self, seq: Seq) -> MsgRef {
+    fn send_fin(&mut self, seq: Seq) -> Option<MsgRef> {
         let our = our_nodeid() as u32;
-        self.place(OPTS_LEN + HEADER_LEN, |b| {
+        let m = self.place(OPTS_LEN + HEADER_LEN, |b| {
             let _ = wire::encode_fin(b, our, seq.get());
-        })
+        });
+        m.page.is_some().then_some(m)
     }
 
     fn resend(&mut self, _seq: Seq, _entry: &MsgRef) {
@@ -413,13 +416,11 @@ impl PeerIo for ResendIo<'_> {
     type Entry = MsgRef;
 
     fn deliver(&mut self, _msg: Message<'_>, _seq: Option<Seq>) {}
-    fn send_ack(&mut self, _ack: Seq) {}
-    fn send_fin(&mut self, _seq: Seq) -> MsgRef {
-        MsgRef {
-            page: None,
-            off: 0,
-            len: 0,
-        }
+    fn send_ack(&mut self, _ack: Seq) -> bool {
+        false
+    }
+    fn send_fin(&mut self, _seq: Seq) -> Option<MsgRef> {
+        None
     }
     fn release(&mut self, _seq: Seq, _entry: MsgRef) {}
 

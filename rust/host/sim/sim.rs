@@ -543,16 +543,17 @@ impl PeerIo for Io<'_> {
         }
     }
 
-    fn send_ack(&mut self, ack: Seq) {
+    fn send_ack(&mut self, ack: Seq) -> bool {
         let mut f = [0u8; wire::ACK_LEN];
         wire::encode_ack(&mut f, self.me as u32 + 1, ack.get()).expect("ack");
         if self.trace {
             eprintln!("  {} -> {}: ack {}", self.me, self.them, ack);
         }
         self.out.push_ack(&f);
+        true
     }
 
-    fn send_fin(&mut self, seq: Seq) -> Entry {
+    fn send_fin(&mut self, seq: Seq) -> Option<Entry> {
         let mut f = [0u8; wire::OPTS_FIN_LEN];
         wire::encode_fin(&mut f, self.me as u32 + 1, seq.get()).expect("fin");
         if self.trace {
@@ -560,10 +561,10 @@ impl PeerIo for Io<'_> {
         }
         self.stats.fins += 1;
         self.out.push(Kind::Seq, &f);
-        Entry {
+        Some(Entry {
             bytes: Rc::from(&f[..]),
             id: None,
-        }
+        })
     }
 
     fn resend(&mut self, _seq: Seq, entry: &Entry) {
