@@ -21,7 +21,7 @@ use super::fin::{self, Actions, Fin, State, Wait};
 use super::reliable::{AckOutcome, Inner, RecvAction, Reliable, SendError, UnackedQueue};
 use super::seq::Seq;
 use super::version::{Observed, PeerVersion, RecvError, VersionError};
-use super::wire::{self, Body, Message, Version};
+use super::wire::{self, Body, Message, RcomType, Version};
 
 /// Something worth a (rate-limited) log line or a counter.  None of these
 /// needs any action from the caller.
@@ -307,6 +307,15 @@ impl Peer {
             }
         };
 
+        if let Body::Plain(m) = packet.body {
+            if packet.version == Version::V3_2 && m.rc_type() == Some(RcomType::Status as u32) {
+                // A peer that asks for our recovery status runs a lockspace with us: a new
+                // connection lifetime started on its side, and its numbers start again.
+                // Nothing it sends from now on can be a leftover of the lifetime its last FIN
+                // ended (it dropped those when it reset).
+                self.fin.peer_restarted();
+            }
+        }
         if let Body::Opts(o) = packet.body {
             if let Some(ack) = self.fin.stale_seq(Seq(o.seq)) {
                 io.event(Event::Stale { seq: Seq(o.seq) });
