@@ -252,11 +252,6 @@ extern "C" fn dlm_midcomms_version_wait() {
 /// it delivered any more, queues freed, debugfs gone.
 fn finish_node(c: &lowcomms::Comms, node: &Arc<Node>) {
     lowcomms::close_node(c, node);
-    {
-        let mut tx = node.tx.lock();
-        tx.wq.entries.clear();
-        tx.unacked.clear();
-    }
     debugfs_delete(node);
 }
 

@@ -78,6 +78,13 @@ pub(crate) fn jiffies() -> usize {
     unsafe { core::ptr::read_volatile(&raw const bindings::jiffies) as usize }
 }
 
+/// Milliseconds on the monotonic clock (`ktime_get()`), for the protocol's timeouts.
+pub(crate) fn monotonic_ms() -> u64 {
+    // SAFETY: `ktime_get()` may be called from any context once timekeeping is up.
+    let ns = unsafe { bindings::ktime_get() };
+    (ns.max(0) as u64) / 1_000_000
+}
+
 /// The comms tracepoints of `include/trace/events/dlm.h`.
 pub(crate) mod trace {
     use super::super::ffi;

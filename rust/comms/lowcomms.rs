@@ -109,13 +109,17 @@ impl_has_work! {
 static COMMS: AtomicPtr<Comms> = AtomicPtr::new(core::ptr::null_mut());
 
 /// The global comms state, if initialised.
+///
+/// The `'static` borrow rests on the module's life cycle: `exit` releases the reference only
+/// after every node, socket and work item is gone, and C calls no comms function after
+/// `dlm_midcomms_exit()`.  Work items and sockets hold an `Arc` of their own.
 pub(crate) fn comms() -> Option<ArcBorrow<'static, Comms>> {
     let p = COMMS.load(Ordering::Acquire);
     if p.is_null() {
         return None;
     }
     // SAFETY: `p` came from `Arc::into_raw` in `init` and is only released by `exit` after every
-    // caller is gone (C calls no comms function after `dlm_midcomms_exit()`).
+    // caller is gone (see above).
     Some(unsafe { ArcBorrow::from_raw(p) })
 }
 
@@ -525,12 +529,13 @@ pub(crate) fn stop_node_io(node: &Arc<Node>) {
     node.io_test_and_clear(io::RECV_PENDING);
     node.io_test_and_clear(io::SEND_PENDING);
     node.io_test_and_clear(io::APP_LIMITED);
+    node.io_test_and_clear(io::RESET);
     node.wait.notify_all();
 }
 
 /// `dlm_midcomms_close()` transport part, for a node already out of the table: no I/O any
-/// more, and nothing it sent is delivered any more: what is queued for the lock manager is
-/// dropped, and a delivery in progress is waited for.
+/// more, nothing it sent is delivered any more (what is queued for the lock manager is
+/// dropped, and a delivery in progress is waited for), and its queues are freed.
 pub(crate) fn close_node(c: &Comms, node: &Arc<Node>) {
     node.io_test_and_set(io::CLOSED);
     stop_node_io(node);
@@ -540,6 +545,10 @@ pub(crate) fn close_node(c: &Comms, node: &Arc<Node>) {
     if let Some(q) = c.queues.lock().process.as_ref() {
         q.flush();
     }
+    let mut tx = node.tx.lock();
+    tx.wq.clear();
+    tx.unacked.clear();
+    tx.resend_next = None;
 }
 
 fn cancel_node_work<const ID: u64>(node: &Arc<Node>)
@@ -605,7 +614,8 @@ pub(crate) fn shutdown(c: ArcBorrow<'_, Comms>, nodes: &[Arc<Node>]) {
             q.flush();
         }
         let mut tx = node.tx.lock();
-        tx.wq.entries.clear();
+        tx.wq.clear();
+        tx.resend_next = None;
         // As C's allow_connection_io(): the node may do I/O again until `stop`.
         if !node.io_test(io::CLOSED) {
             node.io_test_and_clear(io::IO_STOP);
@@ -765,12 +775,14 @@ fn install_connected(node: &Arc<Node>, main: &mut Conn, sock: Socket) {
 }
 
 /// Closes the main socket after an error or end of stream: drops the partly sent head page
-/// (the reliable layer retransmits whole messages after the reconnect).
+/// and the copies made for the connection (the reliable layer retransmits whole messages
+/// after the reconnect).
 fn close_main(node: &Arc<Node>, main: &mut Conn) {
     main.close();
     {
         let mut tx = node.tx.lock();
-        tx.wq.drop_dirty_head();
+        tx.wq.connection_lost();
+        tx.resend_next = None;
         // A socket that waited for write space will never report it now.
         node.io_test_and_clear(io::APP_LIMITED);
     }
@@ -823,6 +835,87 @@ fn send_one(node: &Arc<Node>, sock: &Socket) -> SendStep {
     }
 }
 
+/// What the send work does after a step.
+enum Next {
+    /// Go on in this run.
+    More,
+    /// Connect (without holding the main socket), then go on.
+    Connect,
+    /// Stop; `SEND_PENDING` is clear (something queues the work again when needed).
+    Done,
+    /// Run again after a pause (no memory, failed connect).
+    Later(i64),
+    /// Run again at once (a fair share of the worker was used).
+    Again,
+}
+
+/// One step of the send work, holding the main socket.
+fn send_step(node: &Arc<Node>, main: &mut Conn) -> Next {
+    if node.io_test(io::IO_STOP) {
+        node.io_test_and_clear(io::SEND_PENDING);
+        return Next::Done;
+    }
+    if main.sock.is_none() {
+        let tx = node.tx.lock();
+        if !midcomms::wants_connection(node, &tx) {
+            // Cleared under the node lock: a commit after this queues us again.
+            node.io_test_and_clear(io::SEND_PENDING);
+            main.retries = 0;
+            return Next::Done;
+        }
+        return Next::Connect;
+    } else {
+        // Connected: a lockspace's request to connect is met.
+        node.io_test_and_clear(io::CONNECT);
+    }
+    if node.io_test(io::RESEND) {
+        match midcomms::resend_unacked(node) {
+            Ok(true) => {}
+            // A reservation is open; its commit queues us again.
+            Ok(false) => return Next::Done,
+            Err(_) => return Next::Later(RETRY_MS),
+        }
+    }
+    let Some(sock) = main.sock.as_ref() else {
+        return Next::More;
+    };
+    match send_one(node, sock) {
+        SendStep::Sent => Next::More,
+        SendStep::Idle => Next::Done,
+        SendStep::Wait => Next::Again,
+        SendStep::Broken => {
+            close_main(node, main);
+            Next::More
+        }
+    }
+}
+
+/// After a connect made without the main socket lock (now held again).
+fn connected(node: &Arc<Node>, main: &mut Conn, res: Result<Socket>) -> Next {
+    match res {
+        Ok(sock) => install_connected(node, main, sock),
+        Err(e) => {
+            main.retries += 1;
+            log_print!(
+                "connect to node {} try {} error {}",
+                node.nodeid,
+                main.retries,
+                e.to_errno()
+            );
+            return Next::Later(1000);
+        }
+    }
+    // A close or shutdown that set `IO_STOP` while we connected closed the sockets it saw; it
+    // may have missed this one (as main or as the receive-only socket).
+    if node.io_test(io::IO_STOP) {
+        main.close();
+        node.other.lock().close();
+        node.io_test_and_clear(io::SEND_PENDING);
+        return Next::Done;
+    }
+    Next::More
+}
+
 impl WorkItem<1> for Node {
     type Pointer = Arc<Node>;
 
@@ -831,73 +924,37 @@ impl WorkItem<1> for Node {
             return;
         };
         let _nofs = NofsScope::enter();
+        // Keep a page ready for the senders in atomic context, and place what the protocol
+        // could not place under memory pressure.
+        node.top_up(GFP_KERNEL);
+        if node.tx.lock().peer.owes() && !midcomms::flush_owed(&node) {
+            fsleep(Delta::from_millis(RETRY_MS));
+            requeue_swork(node);
+            return;
+        }
         let mut main = node.main.lock();
         for _ in 0..SEND_BATCH {
-            if node.io_test(io::IO_STOP) {
-                node.io_test_and_clear(io::SEND_PENDING);
-                return;
-            }
-            if main.sock.is_none() {
-                {
-                    let tx = node.tx.lock();
-                    if !midcomms::wants_connection(&node, &tx) {
-                        // Cleared under the node lock: a commit after this queues us again.
-                        node.io_test_and_clear(io::SEND_PENDING);
-                        main.retries = 0;
-                        return;
-                    }
-                }
-                drop(main);
-                let res = connect(&c, &node);
-                main = node.main.lock();
-                match res {
-                    Ok(sock) => install_connected(&node, &mut main, sock),
-                    Err(e) => {
-                        main.retries += 1;
-                        log_print!(
-                            "connect to node {} try {} error {}",
-                            node.nodeid,
-                            main.retries,
-                            e.to_errno()
-                        );
-                        drop(main);
-                        fsleep(Delta::from_millis(1000));
-                        requeue_swork(node);
-                        return;
-                    }
-                }
-                // A close or shutdown that set `IO_STOP` while we connected closed the
-                // sockets it saw; it may have missed this one (as main or receive-only).
-                if node.io_test(io::IO_STOP) {
-                    main.close();
-                    node.other.lock().close();
-                    node.io_test_and_clear(io::SEND_PENDING);
-                    return;
-                }
-            } else {
-                // Connected: a lockspace's request to connect is met.
-                node.io_test_and_clear(io::CONNECT);
-            }
-            if node.io_test(io::RESEND) && !midcomms::resend_unacked(&node) {
-                // A reservation is still open; try again shortly.
-                drop(main);
-                requeue_swork(node);
-                return;
-            }
-            let Some(sock) = main.sock.as_ref() else {
-                continue;
-            };
-            match send_one(&node, sock) {
-                SendStep::Sent => {}
-                SendStep::Idle => return,
-                SendStep::Wait => {
+            let next = match send_step(&node, &mut main) {
+                Next::Connect => {
+                    // Without the socket lock: a connect that hangs (a peer that drops SYNs)
+                    // must not stop receiving from or accepting the same node.
                     drop(main);
+                    let res = connect(&c, &node);
+                    main = node.main.lock();
+                    connected(&node, &mut main, res)
+                }
+                next => next,
+            };
+            match next {
+                Next::More | Next::Connect => {}
+                Next::Done => return,
+                Next::Later(ms) => {
+                    drop(main);
+                    fsleep(Delta::from_millis(ms));
                     requeue_swork(node);
                     return;
                 }
-                SendStep::Broken => {
-                    close_main(&node, &mut main);
-                }
+                Next::Again => break,
             }
         }
         drop(main);
@@ -1011,7 +1068,7 @@ fn wait_rx_drained(c: &Comms, node: &Node) {
     }
 }
 
-/// Resets both sockets of `node` (`SO_LINGER` 0), after a sequence gap from it persisted.
+/// Resets both sockets of `node` (`SO_LINGER` 0), after a sequence gap from it.
 fn reset_sockets(node: &Arc<Node>) {
     log_print_ratelimited!(
         "node {} skipped a message: resetting its connection so that it retransmits",

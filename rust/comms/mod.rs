@@ -16,5 +16,6 @@ mod lowcomms;
 mod midcomms;
 mod node;
 mod page;
+mod queue;
 mod sock;
 pub(crate) mod sync;
