@@ -21,7 +21,7 @@ use kernel::{
     new_mutex,
     prelude::*,
     sync::{Arc, ArcBorrow, Mutex},
-    time::{delay::fsleep, msecs_to_jiffies, Delta},
+    time::{delay::fsleep, msecs_to_jiffies, Delta, Jiffies},
     workqueue::{impl_has_work, new_work, Queue, Work, WorkItem}, //
 };
 
@@ -34,8 +34,8 @@ use super::{
     node::{io, Conn, Node},
     sock::{Io, SockAddr, Socket},
     sync::{
-        cancel_arc_work, new_spinlock_bh, new_wait_queue, NofsScope, OwnedQueue, SpinLockBh,
-        WaitQueue,
+        cancel_arc_delayed_work, cancel_arc_work, new_spinlock_bh, new_wait_queue, NofsScope,
+        OwnedQueue, SpinLockBh, WaitQueue,
     },
 };
 
@@ -260,6 +260,17 @@ pub(crate) fn queue_swork(node: &Arc<Node>) {
         None => {
             node.io_test_and_clear(io::SEND_PENDING);
         }
+    }
+}
+
+/// Queues the check of a sequence gap from `node` to run in `delay` jiffies, unless it is
+/// queued already or I/O is stopped; any context.
+pub(crate) fn queue_gwork(node: &Arc<Node>, delay: Jiffies) {
+    if node.io_test(io::IO_STOP) {
+        return;
+    }
+    if let Some(q) = comms().as_ref().and_then(|c| c.io_queue()) {
+        let _ = q.enqueue_delayed::<Arc<Node>, 2>(node.clone(), delay);
     }
 }
 
@@ -526,6 +537,9 @@ pub(crate) fn stop_node_io(node: &Arc<Node>) {
     node.other.lock().close();
     cancel_node_work::<0>(node);
     cancel_node_work::<1>(node);
+    // SAFETY: `node` is a live `Arc<Node>`, and its gap work is only enqueued as an
+    // `Arc<Node>` (`queue_gwork`).
+    unsafe { cancel_arc_delayed_work::<Node, 2>(Arc::as_ptr(node)) };
     node.io_test_and_clear(io::RECV_PENDING);
     node.io_test_and_clear(io::SEND_PENDING);
     node.io_test_and_clear(io::APP_LIMITED);
@@ -1068,7 +1082,7 @@ fn wait_rx_drained(c: &Comms, node: &Node) {
     }
 }
 
-/// Resets both sockets of `node` (`SO_LINGER` 0), after a sequence gap from it.
+/// Resets both sockets of `node` (`SO_LINGER` 0), after a sequence gap from it persisted.
 fn reset_sockets(node: &Arc<Node>) {
     log_print_ratelimited!(
         "node {} skipped a message: resetting its connection so that it retransmits",
@@ -1148,6 +1162,14 @@ impl WorkItem<0> for Node {
             }
             return;
         }
+    }
+}
+
+impl WorkItem<2> for Node {
+    type Pointer = Arc<Node>;
+
+    fn run(node: Arc<Node>) {
+        midcomms::check_gap(&node);
     }
 }
 

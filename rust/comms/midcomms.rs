@@ -33,7 +33,7 @@ use crate::proto::{
 use super::{
     ffi::{self, our_nodeid},
     log::{log_print, log_print_ratelimited, monotonic_ms, trace},
-    lowcomms::{self, queue_swork, MAX_SOCKET_BUFSIZE},
+    lowcomms::{self, queue_gwork, queue_swork, MAX_SOCKET_BUFSIZE},
     node::{io, MsgRef, Node, Reservation, Tx, UnackedList, WriteQueue},
     page::SendPage,
 };
@@ -44,6 +44,12 @@ const OPTS_LEN: usize = 24;
 const MAX_APP_BUFSIZE: usize = MAX_SOCKET_BUFSIZE - OPTS_LEN;
 /// A DLM_OPTS-wrapped DLM_FIN.
 const FIN_LEN: usize = OPTS_LEN + HEADER_LEN;
+/// How long a sequence gap from a peer may last without the expected message arriving before
+/// its connection is reset (so that the peer retransmits).  A C sender queues its
+/// retransmissions behind the originals it had not sent yet, so a gap that a reconnect opens
+/// closes by itself within a moment; only a gap that persists means lost messages that the
+/// peer will not send again on its own.
+const GAP_RESET_MS: u64 = 2000;
 /// Retransmitted messages copied per hold of the node lock.
 const RESEND_BATCH: usize = 16;
 
@@ -174,17 +180,21 @@ fn log_event(nodeid: i32, e: Event) {
 }
 
 /// Runs `f` with the node's protocol state and a [`NodeIo`], then does what it asked for after
-/// the lock: queue the send work (also to place what the protocol owes), wake waiters, reset
-/// the connection after a sequence gap, deliver a message (from `frame`).
+/// the lock: queue the send work (also to place what the protocol owes), wake waiters, watch a
+/// sequence gap, deliver a message (from `frame`).
 fn with_peer<R>(
     node: &Arc<Node>,
     frame: &[u8],
     f: impl FnOnce(&mut Peer, &mut UnackedList, &mut NodeIo<'_>) -> R,
 ) -> R {
-    let (r, deliver, wake, gapped) = {
+    let (r, deliver, wake) = {
         let mut guard = node.tx.lock();
         let Tx {
-            wq, peer, unacked, ..
+            wq,
+            peer,
+            unacked,
+            gap,
+            ..
         } = &mut *guard;
         // A FIN the step may queue needs an unacked entry: make room for one now if there is
         // none (rarely an allocation); without it the protocol owes the FIN.
@@ -197,19 +207,16 @@ fn with_peer<R>(
         };
         let v = peer.version().map_or(0, Version::to_wire);
         node.version.store(v, Ordering::Release);
+        if gapped {
+            watch_gap(node, gap, peer.reliable().seq_next());
+        }
         if kick || peer.owes() {
             queue_swork(node);
         }
-        (r, deliver, wake, gapped)
+        (r, deliver, wake)
     };
     if wake {
         node.wait.notify_all();
-    }
-    if gapped {
-        // A message of the peer was lost with a broken connection and it sends on regardless
-        // (C peers retransmit only after a socket error): reset its connection, so that it
-        // retransmits everything unacknowledged from the lost one on.
-        lowcomms::reset_connection(node);
     }
     if let Some((off, len, seq)) = deliver {
         if let Some(msg) = frame.get(off..off + len) {
@@ -222,6 +229,54 @@ fn with_peer<R>(
         }
     }
     r
+}
+
+// ---- sequence gaps ----------------------------------------------------------------------
+
+/// A frame after a sequence gap arrived (node lock held): start watching the gap unless it is
+/// watched already and nothing arrived since.
+fn watch_gap(node: &Arc<Node>, gap: &mut Option<(u64, Seq)>, expected: Seq) {
+    match *gap {
+        Some((_, s)) if s == expected => {}
+        _ => {
+            *gap = Some((monotonic_ms(), expected));
+            queue_gwork(node, msecs_to_jiffies(GAP_RESET_MS as u32));
+        }
+    }
+}
+
+/// The gap check (process context): resets the peer's connection if the message we waited
+/// for when the gap was seen has still not arrived after [`GAP_RESET_MS`]; checks again later
+/// if a newer gap is being watched.
+pub(crate) fn check_gap(node: &Arc<Node>) {
+    let reset = {
+        let mut tx = node.tx.lock();
+        let expected = tx.peer.reliable().seq_next();
+        match tx.gap {
+            None => false,
+            Some((_, s)) if s != expected => {
+                // The peer filled the gap (its retransmissions arrived).
+                tx.gap = None;
+                false
+            }
+            Some((t, _)) => {
+                let age = monotonic_ms().saturating_sub(t);
+                if age < GAP_RESET_MS {
+                    queue_gwork(node, msecs_to_jiffies((GAP_RESET_MS - age) as u32));
+                    false
+                } else {
+                    tx.gap = None;
+                    true
+                }
+            }
+        }
+    };
+    if reset {
+        // A message of the peer was lost with a broken connection and it sends on regardless
+        // (C peers retransmit only after a socket error): reset its connection, so that it
+        // retransmits everything unacknowledged from the lost one on.
+        lowcomms::reset_connection(node);
+    }
 }
 
 // ---- framing (dlm_io worker) ------------------------------------------------------------

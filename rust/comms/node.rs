@@ -16,7 +16,9 @@ use kernel::{
     page::PAGE_SIZE,
     prelude::*,
     sync::{Arc, Mutex},
-    workqueue::{impl_has_work, new_work, Work}, //
+    workqueue::{
+        impl_has_delayed_work, impl_has_work, new_delayed_work, new_work, DelayedWork, Work,
+    }, //
 };
 
 use crate::proto::{
@@ -60,7 +62,7 @@ pub(crate) mod io {
     /// A lockspace added the node (`dlm_lowcomms_connect_node()`): connect even with nothing
     /// to send, as C does; dropped once connected or when no lockspace uses the node.
     pub(crate) const CONNECT: usize = 1 << 6;
-    /// The peer skipped a sequence number: the receive work resets its connections.
+    /// A sequence gap from the peer persisted: the receive work resets its connections.
     pub(crate) const RESET: usize = 1 << 7;
     /// The node was removed (`dlm_midcomms_close()`): what it sent is not delivered any more.
     pub(crate) const CLOSED: usize = 1 << 8;
@@ -396,6 +398,8 @@ pub(crate) struct Tx {
     pub(crate) wq: WriteQueue,
     pub(crate) peer: Peer,
     pub(crate) unacked: UnackedList,
+    /// A sequence gap being watched: when it was seen (ms) and the number we then expected.
+    pub(crate) gap: Option<(u64, Seq)>,
     /// Where the retransmission for the current connection goes on: the next message to copy.
     pub(crate) resend_next: Option<Seq>,
 }
@@ -456,11 +460,18 @@ pub(crate) struct Node {
     pub(crate) rwork: Work<Node, 0>,
     #[pin]
     pub(crate) swork: Work<Node, 1>,
+    /// Checks whether a sequence gap from the peer persisted.
+    #[pin]
+    pub(crate) gwork: DelayedWork<Node, 2>,
 }
 
 impl_has_work! {
     impl HasWork<Self, 0> for Node { self.rwork }
     impl HasWork<Self, 1> for Node { self.swork }
+}
+
+impl_has_delayed_work! {
+    impl HasDelayedWork<Self, 2> for Node { self.gwork }
 }
 
 impl Node {
@@ -487,6 +498,7 @@ impl Node {
                         wq: WriteQueue::new(),
                         peer: Peer::new(nodeid.unsigned_abs(), MAX_UNACKED),
                         unacked: UnackedList::new(),
+                        gap: None,
                         resend_next: None,
                     },
                     "dlm_node_tx"
@@ -494,6 +506,7 @@ impl Node {
                 wait <- new_wait_queue!("dlm_node_wait"),
                 rwork <- new_work!("dlm_node_rwork"),
                 swork <- new_work!("dlm_node_swork"),
+                gwork <- new_delayed_work!("dlm_node_gwork"),
             }),
             GFP_KERNEL,
         )

@@ -17,7 +17,7 @@ use kernel::{
     task::TASK_UNINTERRUPTIBLE,
     time::Jiffies,
     types::Opaque,
-    workqueue::{HasWork, Queue, Work}, //
+    workqueue::{HasDelayedWork, HasWork, Queue, Work}, //
 };
 
 use super::{ffi, log::jiffies};
@@ -154,6 +154,32 @@ where
     if was_pending {
         // SAFETY: The pending item held one reference of the `Arc<T>` that owns `p` (the
         // caller's promise that it is only enqueued as `Arc<T>`); reclaim and drop it.
+        drop(unsafe { Arc::from_raw(p) });
+    }
+}
+
+/// Cancels delayed work item `ID` of the `Arc`-managed `T` at `p` (its timer too) and waits for
+/// a running instance to finish (`cancel_delayed_work_sync()`); drops the reference a pending
+/// item owned, as [`cancel_arc_work`] does.
+///
+/// # Safety
+///
+/// As for [`cancel_arc_work`]; the item must be a [`kernel::workqueue::DelayedWork`].
+pub(crate) unsafe fn cancel_arc_delayed_work<T, const ID: u64>(p: *const T)
+where
+    T: HasDelayedWork<T, ID>,
+{
+    // SAFETY: `p` points to a live `T` (the caller's promise).
+    let w = unsafe { <T as HasWork<T, ID>>::raw_get_work(p.cast_mut()) };
+    // SAFETY: `w` is the `work` member of the initialised `delayed_work` embedded in that live
+    // `T` (`HasDelayedWork`), so its container is that `delayed_work`.
+    let dw =
+        unsafe { kernel::container_of!(Work::<T, ID>::raw_get(w), bindings::delayed_work, work) };
+    // SAFETY: `dw` is a valid, initialised `delayed_work`.
+    let was_pending = unsafe { bindings::cancel_delayed_work_sync(dw) };
+    if was_pending {
+        // SAFETY: The pending item held one reference of the `Arc<T>` that owns `p`; reclaim
+        // and drop it.
         drop(unsafe { Arc::from_raw(p) });
     }
 }
