@@ -5,8 +5,10 @@
 //! header (`net/sock.h`, `linux/tcp.h`) bindgen does not see, and the lock manager's own
 //! functions and globals (`lock.c`, `config.c`, `debug_fs.c`) that live in the same module.
 //!
-//! Nothing here is called directly by the protocol code: the wrappers in `sock.rs`, `sync.rs`,
-//! `page.rs` and `dlm.rs` are the only users.
+//! The raw functions are called by the wrappers in `sock.rs`, `sync.rs`, `page.rs` and
+//! `log.rs`, by the C entry points of `exports.rs`, and for the upcall `dlm_receive_buffer()`
+//! and the socket callbacks by `midcomms.rs` and `lowcomms.rs`; `config`, `fault` and
+//! `our_nodeid` below are safe wrappers.
 
 #![allow(improper_ctypes)]
 
