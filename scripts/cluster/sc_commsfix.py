@@ -312,8 +312,16 @@ def sc_sigwait(cl, ctx):
         check(time.monotonic() < deadline, "node 3 never got its offline uevent")
         time.sleep(0.3)
     time.sleep(1)
+    # dlmt makes the blocking write to dlm-control in a child (its parent
+    # bounds the wait); that child is the process in dlm_release_lockspace.
     # A process killed during umount or lockspace release: SIGKILL stays
     # pending until the release returns.
+    r = cl.node(3).run("for f in /proc/[0-9]*/stat; do awk '$4 == %d {print $1}' $f "
+                       "2>/dev/null; done" % pid)
+    kids = [int(x) for x in r.out.split()]
+    check(len(kids) == 1, "dlmt leave (pid %d) has children %s, expected the one that "
+          "writes to dlm-control" % (pid, kids))
+    pid = kids[0]
     cl.node(3).run("kill -9 %d" % pid)
     t0 = cpu_ticks(cl, 3, pid)
     check(t0 is not None, "the leaving process ended before the shutdown waits")
