@@ -37,7 +37,9 @@ unsafe impl Send for SendPage {}
 unsafe impl Sync for SendPage {}
 
 impl SendPage {
-    /// Allocates a zeroed page with `flags` (`GFP_ATOMIC` in atomic context).
+    /// Allocates a zeroed page with `flags` (`GFP_ATOMIC` in atomic context).  Not inlined:
+    /// the allocation-failure tests target it by name (a fault-injection stack filter).
+    #[inline(never)]
     pub(crate) fn new(flags: Flags) -> Result<Arc<Self>> {
         let page = Page::alloc_page(flags | __GFP_ZERO)?;
         // SAFETY: `page` is a valid page that we own.

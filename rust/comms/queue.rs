@@ -14,6 +14,8 @@ const CHUNK: usize = 32;
 
 type Chunk<T> = KBox<[Option<T>; CHUNK]>;
 
+// Not inlined: the allocation-failure tests target it by name (a fault-injection stack filter).
+#[inline(never)]
 fn new_chunk<T>(flags: Flags) -> Result<Chunk<T>> {
     KBox::init(::pin_init::init_array_from_fn(|_| None::<T>), flags)
 }
