@@ -349,7 +349,8 @@ extern "C" fn dlm_midcomms_remove_member(nodeid: c_int) {
 /// `node` must be debugfs private data from `dlm_midcomms_addr()`.
 #[no_mangle]
 unsafe extern "C" fn dlm_midcomms_state(node: *const c_void) -> *const c_char {
-    // SAFETY: Per the contract.
+    // SAFETY: debugfs passes back the private data `dlm_midcomms_addr()` gave it, and calls us
+    // only while the file exists, i.e. before `finish_node` removed it (the caller's contract).
     midcomms::state_name(unsafe { debug_node(node) }).as_char_ptr()
 }
 
@@ -358,7 +359,8 @@ unsafe extern "C" fn dlm_midcomms_state(node: *const c_void) -> *const c_char {
 /// `node` must be debugfs private data from `dlm_midcomms_addr()`.
 #[no_mangle]
 unsafe extern "C" fn dlm_midcomms_flags(node: *const c_void) -> c_ulong {
-    // SAFETY: Per the contract.
+    // SAFETY: debugfs passes back the private data `dlm_midcomms_addr()` gave it, and calls us
+    // only while the file exists, i.e. before `finish_node` removed it (the caller's contract).
     midcomms::flags(unsafe { debug_node(node) }) as c_ulong
 }
 
@@ -367,7 +369,8 @@ unsafe extern "C" fn dlm_midcomms_flags(node: *const c_void) -> c_ulong {
 /// `node` must be debugfs private data from `dlm_midcomms_addr()`.
 #[no_mangle]
 unsafe extern "C" fn dlm_midcomms_send_queue_cnt(node: *const c_void) -> c_int {
-    // SAFETY: Per the contract.
+    // SAFETY: debugfs passes back the private data `dlm_midcomms_addr()` gave it, and calls us
+    // only while the file exists, i.e. before `finish_node` removed it (the caller's contract).
     midcomms::send_queue_cnt(unsafe { debug_node(node) })
 }
 
@@ -376,7 +379,8 @@ unsafe extern "C" fn dlm_midcomms_send_queue_cnt(node: *const c_void) -> c_int {
 /// `node` must be debugfs private data from `dlm_midcomms_addr()`.
 #[no_mangle]
 unsafe extern "C" fn dlm_midcomms_version(node: *const c_void) -> u32 {
-    // SAFETY: Per the contract.
+    // SAFETY: debugfs passes back the private data `dlm_midcomms_addr()` gave it, and calls us
+    // only while the file exists, i.e. before `finish_node` removed it (the caller's contract).
     unsafe { debug_node(node) }.version.load(Ordering::Acquire)
 }
 
@@ -390,7 +394,8 @@ unsafe extern "C" fn dlm_midcomms_rawmsg_send(
     buf: *const c_void,
     buflen: c_int,
 ) -> c_int {
-    // SAFETY: Per the contract.
+    // SAFETY: debugfs passes back the private data `dlm_midcomms_addr()` gave it, and calls us
+    // only while the file exists, i.e. before `finish_node` removed it (the caller's contract).
     let n = unsafe { debug_node(node) };
     let Some(node) = lookup(n.nodeid) else {
         return ENOENT.to_errno();

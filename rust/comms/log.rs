@@ -92,13 +92,13 @@ pub(crate) mod trace {
 
     /// `dlm_send`: result of one `sock_sendmsg()`.
     pub(crate) fn send(nodeid: i32, ret: c_int) {
-        // SAFETY: Plain values.
+        // SAFETY: The shim only passes the two integers to the tracepoint.
         unsafe { ffi::dlm_rs_trace_send(nodeid, ret) }
     }
 
     /// `dlm_recv`: result of one `kernel_recvmsg()`.
     pub(crate) fn recv(nodeid: i32, ret: c_int) {
-        // SAFETY: Plain values.
+        // SAFETY: The shim only passes the two integers to the tracepoint.
         unsafe { ffi::dlm_rs_trace_recv(nodeid, ret) }
     }
 

@@ -300,7 +300,8 @@ fn requeue_swork(node: Arc<Node>) {
 ///
 /// `p` must come from `Arc::into_raw` of an `Arc<Node>` and not be used afterwards.
 unsafe fn drop_node_ref(p: *const c_void) {
-    // SAFETY: Per the contract.
+    // SAFETY: `p` is the reference `install_node_sock` leaked with `Arc::into_raw` for the
+    // socket; the socket drops it exactly once, after its callbacks were restored.
     drop(unsafe { Arc::from_raw(p.cast::<Node>()) });
 }
 
@@ -318,7 +319,7 @@ unsafe fn drop_nothing(_p: *const c_void) {}
 /// `sk` must be a live socket inside one of our node callbacks; the returned borrow must not
 /// outlive the callback.
 unsafe fn sk_node<'a>(sk: *mut bindings::sock) -> Option<ArcBorrow<'a, Node>> {
-    // SAFETY: Per the contract.
+    // SAFETY: The caller is one of our callbacks of the live socket `sk`.
     let p = unsafe { Socket::user_data(sk) }.cast::<Node>();
     if p.is_null() {
         return None;
@@ -429,7 +430,7 @@ pub(crate) fn start(c: ArcBorrow<'_, Comms>) -> Result {
         return Err(Error::from_errno(-(bindings::ENOTCONN as i32)));
     }
     let mut second = SockAddr::zeroed();
-    // SAFETY: As above.
+    // SAFETY: `second` has room for a `sockaddr_storage`.
     if unsafe { ffi::dlm_our_addr(second.as_mut_ptr(), 1) } == 0 {
         log_print!("Detect multi-homed hosts but use only the first IP address.");
         log_print!("SCTP is not supported by this dlm build; TCP uses the first address only.");

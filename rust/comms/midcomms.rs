@@ -622,7 +622,8 @@ impl CopyPages {
         // SAFETY: `page` is our fresh page, not shared yet; the original bytes are committed
         // and immutable while the `Arc` in `m` keeps them.
         let dst = unsafe { page.bytes_mut(*end, m.len) };
-        // SAFETY: As above.
+        // SAFETY: `m` is a committed message (no reservation was open when the retransmission
+        // started, and later ones go to queued pages): nobody writes its bytes any more.
         dst.copy_from_slice(unsafe { m.page.bytes(m.off, m.len) });
         *end += m.len;
         Ok(())
