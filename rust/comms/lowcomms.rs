@@ -34,8 +34,8 @@ use super::{
     node::{io, Conn, Node},
     sock::{Io, SockAddr, Socket},
     sync::{
-        cancel_arc_delayed_work, cancel_arc_work, new_spinlock_bh, new_wait_queue, NofsScope,
-        OwnedQueue, SpinLockBh, WaitQueue,
+        cancel_delayed_work, cancel_work, new_spinlock_bh, new_wait_queue, NofsScope, OwnedQueue,
+        SpinLockBh, WaitQueue,
     },
 };
 
@@ -536,11 +536,9 @@ pub(crate) fn stop_node_io(node: &Arc<Node>) {
     }
     node.main.lock().close();
     node.other.lock().close();
-    cancel_node_work::<0>(node);
-    cancel_node_work::<1>(node);
-    // SAFETY: `node` is a live `Arc<Node>`, and its gap work is only enqueued as an
-    // `Arc<Node>` (`queue_gwork`).
-    unsafe { cancel_arc_delayed_work::<Node, 2>(Arc::as_ptr(node)) };
+    cancel_work::<Node, 0>(node.as_arc_borrow());
+    cancel_work::<Node, 1>(node.as_arc_borrow());
+    cancel_delayed_work::<Node, 2>(node.as_arc_borrow());
     node.io_test_and_clear(io::RECV_PENDING);
     node.io_test_and_clear(io::SEND_PENDING);
     node.io_test_and_clear(io::APP_LIMITED);
@@ -566,31 +564,12 @@ pub(crate) fn close_node(c: &Comms, node: &Arc<Node>) {
     tx.resend_next = None;
 }
 
-fn cancel_node_work<const ID: u64>(node: &Arc<Node>)
-where
-    Node: kernel::workqueue::HasWork<Node, ID>,
-{
-    // SAFETY: `node` is a live `Arc<Node>`, and node work items are only enqueued as
-    // `Arc<Node>` (`queue_swork`, `queue_rwork`).
-    unsafe { cancel_arc_work::<Node, ID>(Arc::as_ptr(node)) }
-}
-
-fn cancel_comms_work<const ID: u64>(c: ArcBorrow<'_, Comms>)
-where
-    Comms: kernel::workqueue::HasWork<Comms, ID>,
-{
-    let p: *const Comms = &*c;
-    // SAFETY: `c` borrows the live global `Arc<Comms>`, and its work items are only enqueued
-    // as `Arc<Comms>`.
-    unsafe { cancel_arc_work::<Comms, ID>(p) }
-}
-
 /// Closes the listen socket and cancels the accept work: no new connection comes in.
 fn stop_listening(c: ArcBorrow<'_, Comms>) {
     c.running.store(false, Ordering::Release);
     let listen = c.listen.lock().take();
     drop(listen);
-    cancel_comms_work::<0>(c);
+    cancel_work::<Comms, 0>(c);
 }
 
 /// `dlm_lowcomms_shutdown()` for `nodes`: closes the listen socket, half-closes every
@@ -648,7 +627,7 @@ pub(crate) fn stop(c: ArcBorrow<'_, Comms>) {
     for node in nodes.iter() {
         stop_node_io(node);
     }
-    cancel_comms_work::<1>(c);
+    cancel_work::<Comms, 1>(c);
     c.io_wq.store(core::ptr::null_mut(), Ordering::Release);
     c.process_wq.store(core::ptr::null_mut(), Ordering::Release);
     let (io, process) = {

@@ -12,12 +12,12 @@ use kernel::{
     prelude::*,
     sync::{
         lock::{Backend, Lock},
-        Arc, LockClassKey,
+        Arc, ArcBorrow, LockClassKey,
     },
     task::TASK_UNINTERRUPTIBLE,
     time::Jiffies,
     types::Opaque,
-    workqueue::{HasDelayedWork, HasWork, Queue, Work}, //
+    workqueue::{HasDelayedWork, HasWork, Queue, Work, WorkItem}, //
 };
 
 use super::{ffi, log::jiffies};
@@ -143,7 +143,7 @@ impl Drop for NofsScope {
 ///
 /// `p` must point to a live `T` owned by an `Arc<T>`, and work item `ID` of `T` must only ever
 /// be enqueued as an `Arc<T>`.
-pub(crate) unsafe fn cancel_arc_work<T, const ID: u64>(p: *const T)
+unsafe fn cancel_arc_work<T, const ID: u64>(p: *const T)
 where
     T: HasWork<T, ID>,
 {
@@ -165,7 +165,7 @@ where
 /// # Safety
 ///
 /// As for [`cancel_arc_work`]; the item must be a [`kernel::workqueue::DelayedWork`].
-pub(crate) unsafe fn cancel_arc_delayed_work<T, const ID: u64>(p: *const T)
+unsafe fn cancel_arc_delayed_work<T, const ID: u64>(p: *const T)
 where
     T: HasDelayedWork<T, ID>,
 {
@@ -182,6 +182,29 @@ where
         // and drop it.
         drop(unsafe { Arc::from_raw(p) });
     }
+}
+
+/// Cancels work item `ID` of `this` and waits for a running instance (`cancel_work_sync()`);
+/// the reference a pending item held is dropped.
+pub(crate) fn cancel_work<T, const ID: u64>(this: ArcBorrow<'_, T>)
+where
+    T: WorkItem<ID, Pointer = Arc<T>> + HasWork<T, ID>,
+{
+    let p: *const T = &*this;
+    // SAFETY: `p` is a live `T` owned by an `Arc<T>` (`this`), and the item can only be
+    // enqueued as an `Arc<T>`: that is its `WorkItem::Pointer`.
+    unsafe { cancel_arc_work::<T, ID>(p) }
+}
+
+/// Cancels delayed work item `ID` of `this` (its timer too) and waits for a running instance
+/// (`cancel_delayed_work_sync()`); the reference a pending item held is dropped.
+pub(crate) fn cancel_delayed_work<T, const ID: u64>(this: ArcBorrow<'_, T>)
+where
+    T: WorkItem<ID, Pointer = Arc<T>> + HasDelayedWork<T, ID>,
+{
+    let p: *const T = &*this;
+    // SAFETY: As for `cancel_work`: a live `T` in an `Arc<T>`, only ever enqueued as one.
+    unsafe { cancel_arc_delayed_work::<T, ID>(p) }
 }
 
 /// A wait queue whose sleepers are uninterruptible, like C's `wait_event_timeout()`: a pending
