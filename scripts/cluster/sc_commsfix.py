@@ -212,6 +212,16 @@ ACK_LEN = 16
 PAGE = 4096
 
 
+def connected(cl, i, peer, secs):
+    """Wait until node i has an established DLM connection with node peer."""
+    deadline = time.monotonic() + secs * cl.scale
+    while time.monotonic() < deadline:
+        if any(l.startswith("ESTAB") for l in peer_sockets(cl, i, peer)):
+            return True
+        time.sleep(1)
+    return False
+
+
 def sc_seqgap(cl, ctx):
     ids = cl.alive()
     cl.join(LS, ids)
@@ -223,11 +233,18 @@ def sc_seqgap(cl, ctx):
     # since its last one).
     background(cl, 1, "own", "dlmt hold %s --prefix g --count 100 --mode EX" % LS)
     check(wait_out(cl, 1, "own", r"ready=1", 60), "node 1's hold of g0..g99 not ready")
-    background(cl, 2, "wait", "dlmt hold %s --prefix g --count 100 --mode PR --timeout 60"
+    background(cl, 2, "wait", "dlmt hold %s --prefix g --count 100 --mode PR --timeout 600"
                % LS)
     time.sleep(3 * cl.scale)
     cl.node(1).run("kill $(cat /tmp/own.pid)")
     check(wait_out(cl, 2, "wait", r"ready=1", 60), "node 2's PR locks were not granted")
+    # Node 2 loses its connection to node 1 and cannot make a new one, so
+    # what it queues for node 1 stays queued (a page sent entirely leaves the
+    # queue).
+    cl.hub.cmd("partition 1,3 2")
+    cl.node(2).run("ss -K -t -n state established dst 192.0.2.1 "
+                   "'( dport = :21064 or sport = :21064 )' > /dev/null")
+    time.sleep(2 * cl.scale)
     # Pad node 2's write queue to node 1 so that exactly ACK_LEN + 8 bytes
     # more than an unlock needs are left in its last page: a full page, then
     # a page that ends there (harmless STATUS_REPLYs the lock manager ignores).
@@ -243,6 +260,8 @@ def sc_seqgap(cl, ctx):
     ctx.say("node 2 released: %s; page allocations failed: %d" %
             (cl.node(2).run("cat /tmp/wait.out").out.strip()[-200:], 1000 - left))
     check(left < 1000, "the injected page allocation failure never happened")
+    cl.hub.cmd("heal")
+    check(connected(cl, 2, 1, 120), "node 2 did not connect to node 1 again after the heal")
     s = links_move(cl, ctx, ids, 8, "after")
     ctx.numbers.update(increments_after=s)
 
