@@ -304,3 +304,21 @@ fn a_fin_is_placed_only_when_the_unacked_queue_can_take_it() {
     assert!(!peer.owes());
     assert_eq!(io.take(), vec![(OPTS, 1)]);
 }
+
+#[test]
+fn the_kernels_bound_never_refuses_a_send() {
+    // The kernel glue passes MAX_MAX_UNACKED (rust/comms/node.rs): like C,
+    // it never refuses a send for the number of messages the peer has not
+    // acknowledged, because the lock manager loses what it cannot send.
+    // 70000 unacknowledged messages (beyond the old bound of 65536) go out.
+    use dlm_proto::proto::reliable::MAX_MAX_UNACKED;
+    let mut n = One::new();
+    n.peer = Peer::new(2, MAX_MAX_UNACKED);
+    n.peer.add_member(&mut n.q, &mut n.io);
+    n.rx(&msg_frame(2, 0));
+    for i in 0..70_000u32 {
+        assert_eq!(n.send(true), Ok(Seq(i)), "send {i} refused");
+        n.io.out.clear();
+    }
+    assert_eq!(n.q.len(), 70_000);
+}
