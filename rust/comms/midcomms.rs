@@ -154,14 +154,20 @@ fn log_event(nodeid: i32, e: Event) {
         Event::VersionDetected(v) => {
             log_print!("version 0x{:08x} for node {} detected", v.to_wire(), nodeid)
         }
-        Event::Duplicate { seq, expected } | Event::Gap { seq, expected } => {
-            log_print_ratelimited!(
-                "ignore dlm msg because seq mismatch, seq: {}, expected: {}, nodeid: {}",
-                seq.get(),
-                expected.get(),
-                nodeid
-            )
-        }
+        // C's line for both, but separately limited: the duplicates that follow every
+        // reconnect must not hide a gap, which is rarer and matters more.
+        Event::Duplicate { seq, expected } => log_print_ratelimited!(
+            "ignore dlm msg because seq mismatch, seq: {}, expected: {}, nodeid: {}",
+            seq.get(),
+            expected.get(),
+            nodeid
+        ),
+        Event::Gap { seq, expected } => log_print_ratelimited!(
+            "ignore dlm msg because seq mismatch, seq: {}, expected: {}, nodeid: {}",
+            seq.get(),
+            expected.get(),
+            nodeid
+        ),
         Event::AckInvalid { ack, seq_send } => log_print_ratelimited!(
             "ignore ack {} from node {}: we only sent up to {}",
             ack.get(),
