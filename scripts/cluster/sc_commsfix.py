@@ -140,9 +140,30 @@ def wait_out(cl, i, tag, pattern, secs):
     return False
 
 
+def every_pair_talks(cl, ctx, ids, what):
+    """Each node masters a resource of its own (it locks it first); every
+    other node then reads its LVB, a request to that master and its reply:
+    every ordered pair of nodes must carry a message."""
+    for i in ids:
+        background(cl, i, "m%d" % i, "dlmt hold %s --res m%d --mode NL --secs 600" % (LS, i))
+        check(wait_out(cl, i, "m%d" % i, r"ready=1", 60),
+              "%s: node %d could not lock its own resource m%d" % (what, i, i))
+    for i in ids:
+        for j in ids:
+            if j != i:
+                r = cl.node(j).run("dlmt lvb %s m%d --raw --timeout 30" % (LS, i),
+                                   timeout=90, check=False)
+                check(r.rc == 0, "%s: node %d cannot reach node %d (the master of m%d): %s"
+                      % (what, j, i, i, (r.out + r.err).strip()[-300:]))
+    for i in ids:
+        cl.node(i).run("kill $(cat /tmp/m%d.pid)" % i)
+    ctx.say("%s: every node pair carried a request and its reply" % what)
+
+
 def links_move(cl, ctx, ids, secs, what):
-    """Every node tortures the anchored counter for secs: every node pair
-    that carries the traffic must work (an exact counter, no stall)."""
+    """Every node pair must carry messages both ways, and every node
+    tortures the anchored counter for secs: an exact counter, no stall."""
+    every_pair_talks(cl, ctx, ids, what)
     before = lvb_value(cl, 1)
     pend = {i: start_torture(cl, i, secs, "%s%d" % (what, i)) for i in ids}
     totals = watched_totals(cl, ctx, pend, what)
