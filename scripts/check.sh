@@ -87,11 +87,28 @@ if want host; then
 	rc=$?
 	count_cargo "$logdir/host-test.log"
 	[ $rc -eq 0 ] || fail "cargo test (rust/host)"
+	# The fuzz target for a bounded time (new inputs kept in build/fuzz); a
+	# crash fails, and the run must report its closing "Done N runs" line.
+	if command -v cargo-fuzz >/dev/null; then
+		mkdir -p build/fuzz/framer_codec
+		run fuzz bash -c 'cd rust/host/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O framer_codec \
+			../../../build/fuzz/framer_codec corpus/framer_codec -- -max_total_time=60 -max_len=20000 2>&1'
+		rc=$?
+		if [ $rc -eq 0 ] && grep -Eq '^Done [0-9]+ runs in' "$logdir/fuzz.log"; then
+			passed=$((passed + 1))
+		else
+			fail "fuzz (framer_codec, 60 s)"
+		fi
+	else
+		fail "fuzz: cargo-fuzz missing (scripts/setup.sh installs it)"
+	fi
 	if [ -f rust/host/src/bin/dlm-sim.rs ] || [ -d rust/host/src/bin/dlm-sim ]; then
-		# One test: 10,000 seeds across 2..32 nodes, none may fail.
+		# One test: 10,000 seeds across 2..32 nodes, none may fail, and
+		# together they must exercise every fault and path ("coverage: ok").
 		run simulator bash -c 'cd rust/host && cargo run -q --release --bin dlm-sim -- --seeds 10000'
 		rc=$?
-		if [ $rc -eq 0 ] && grep -Eq '^10000 seeds .*: 0 failed' "$logdir/simulator.log"; then
+		if [ $rc -eq 0 ] && grep -Eq '^10000 seeds .*: 0 failed' "$logdir/simulator.log" &&
+			grep -q '^coverage: ok' "$logdir/simulator.log"; then
 			passed=$((passed + 1))
 		else
 			fail "simulator (10000 seeds)"

@@ -63,7 +63,9 @@ pub enum Event {
         /// Its number.
         seq: Seq,
     },
-    /// A message delivered after the peer's FIN (C warns once).
+    /// A sequenced message delivered after the peer's FIN (C warns once);
+    /// the peer sends nothing sequenced after its FIN, so this is a
+    /// protocol violation.
     DeliveredAfterFin,
     /// The close state machine saw an input it did not expect.
     Unexpected(fin::Unexpected),
@@ -339,6 +341,19 @@ impl Peer {
             }
         }
 
+        // Likewise a stateless RCOM (typically the reply to a STATUS of
+        // ours that crossed the peer's FIN) is delivered but is no version
+        // detection: it must not move the node back to ESTABLISHED, where a
+        // leftover ACK looks invalid and a later active close sends a FIN
+        // the peer takes for a stale one.  The next lifetime detects the
+        // version once a lockspace added the node again.
+        if let Body::Plain(msg) = packet.body {
+            if self.fin.closed_after_fin() {
+                io.deliver(msg, None);
+                return Ok(());
+            }
+        }
+
         match self.version.observe(packet.version) {
             Ok(Observed::Detected(v)) => {
                 io.event(Event::VersionDetected(v));
@@ -357,12 +372,14 @@ impl Peer {
         }
 
         match packet.body {
-            Body::Plain(msg) => {
-                if self.fin.stop_rx() {
-                    io.event(Event::DeliveredAfterFin);
-                }
-                io.deliver(msg, None);
-            }
+            // Not checked against the peer's FIN: from a 3.2 peer a plain
+            // message is a stateless RCOM (STATUS, NAMES or their replies),
+            // which lives outside any connection lifetime: a peer that
+            // reset after its FIN probes us with STATUS, and a reply to our
+            // STATUS can cross the peer's FIN.  C senders send them after
+            // their FIN too; C's receiver warns about them all the same
+            // (WARN_ON_ONCE on STOP_RX), a false alarm we do not repeat.
+            Body::Plain(msg) => io.deliver(msg, None),
             Body::Ack { seq } => self.on_ack(Seq(seq), q, io),
             Body::Opts(o) => {
                 let seq = Seq(o.seq);
@@ -485,8 +502,16 @@ impl Peer {
         self.is_3_2() && !self.fin.stop_tx() && self.reliable.can_send() && q.has_room()
     }
 
-    /// A new connection to the peer is up: send every unacked message
-    /// again, in order (3.2 peers only).  Returns how many.
+    /// A new connection to the peer is up: send our ACK, then every
+    /// unacked message again, in order (3.2 peers only).  Returns how many
+    /// messages.
+    ///
+    /// The ACK goes first because the last one may have been lost with the
+    /// old connection: the peer then holds a window of messages we already
+    /// have and sends it all again, while its own copies and ours take a
+    /// window's worth of bytes each before an ACK queued behind them gets
+    /// through.  Under repeated connection loss that can keep both windows
+    /// full for good.  The caller places the ACK ahead of the copies.
     pub fn connected<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(
         &mut self,
         q: &Q,
@@ -495,6 +520,7 @@ impl Peer {
         if !self.is_3_2() {
             return 0;
         }
+        io.send_ack(self.reliable.ack_value());
         self.reliable.retransmit(q, &mut |s, e| io.resend(s, e))
     }
 

@@ -16,9 +16,10 @@ directory (build/run-<timestamp>/ by default):
     initramfs.cpio.gz            the guest image
     transcript.log               every agent command and its result
 
-The host orders DLM membership changes in two phases (stop on every
-member, change the member lists, start on every member); see
-Documentation/testing.rst.
+With the static stack (default) the host orders DLM membership changes in
+two phases (stop on every member, change the member lists, start on every
+member); with stack="controld" the guests run Debian's corosync and
+dlm_controld, which do that themselves.  See Documentation/testing.rst.
 """
 
 import base64
@@ -252,9 +253,16 @@ class Node:
         c = self.c
         d = c.dir
         n = self.id
-        append = ("console=ttyS0 panic=-1 printk.devkmsg=on "
-                  "dlmrs.node=%d dlmrs.nodes=%d dlmrs.cluster=%s dlmrs.dlm=%s" %
-                  (n, c.n, CLUSTER_NAME, "stock" if self.dlm == "stock" else "alt"))
+        # tsc=unstable: the kernel has no HPET or ACPI PM timer to calibrate
+        # the TSC against (no ACPI), and under TCG its PIT calibration now
+        # and then "succeeds" with a value 5-17 times too low, making the
+        # guest's clock run that much fast (corosync then sees token
+        # timeouts all the time, and hung-task limits fire early).  Most
+        # boots mark the TSC unstable by themselves and run on jiffies;
+        # this makes every boot do so.
+        append = ("console=ttyS0 panic=-1 printk.devkmsg=on tsc=unstable "
+                  "dlmrs.node=%d dlmrs.nodes=%d dlmrs.cluster=%s dlmrs.dlm=%s dlmrs.stack=%s" %
+                  (n, c.n, CLUSTER_NAME, "stock" if self.dlm == "stock" else "alt", c.stack))
         return [
             c.qemu, "-accel", "tcg", "-m", str(c.mem), "-smp", "1",
             "-nographic", "-monitor", "none", "-no-reboot",
@@ -355,11 +363,19 @@ class Node:
             return ""
 
 
+STACKS = ("static", "controld")
+
+
 class Cluster:
     def __init__(self, kdir, n=3, dlm=None, run_dir=None, name="run", mem=768,
-                 disk_mb=1024, seed=1, mkfs=None, log=None, initrd=None):
+                 disk_mb=1024, seed=1, mkfs=None, log=None, initrd=None, stack="static"):
         if not 2 <= n <= 9:
             raise ClusterError("2..9 nodes")
+        if stack not in STACKS:
+            raise ClusterError("stack must be one of %s" % (STACKS,))
+        # static: the harness's dlm-controller, membership ordered by the host;
+        # controld: corosync + dlm_controld in the guests (guest/cluster-stack).
+        self.stack = stack
         self.kdir = kdir
         self.scale = time_scale(kdir)
         self.n = n
@@ -435,8 +451,22 @@ class Cluster:
             if r.out.strip() != "live":
                 raise ClusterError("node %d: dlm.ko (%s) is not loaded; see %s" %
                                    (node.id, node.dlm, node.console))
-        self.log("booted %d nodes (%s) in %.1fs; run dir %s" % (
-            self.n, ",".join(self.dlm), now() - t0, self.dir))
+        if self.stack == "controld":
+            self.wait_stack(sorted(self.nodes), timeout=timeout)
+        self.log("booted %d nodes (%s, %s stack) in %.1fs; run dir %s" % (
+            self.n, ",".join(self.dlm), self.stack, now() - t0, self.dir))
+
+    def wait_stack(self, ids, members=None, timeout=120):
+        """controld stack: wait until corosync on each of ids is quorate with
+        exactly `members` (default ids) and dlm_controld sees the same."""
+        want = ",".join(str(i) for i in sorted(members or ids))
+        t = int(timeout * self.scale)
+        try:
+            self.on(ids, "cluster-stack wait %s %d" % (want, t), timeout=t + 30)
+        except CommandFailed as e:
+            raise ClusterError("corosync/dlm_controld membership is not %s: %s" % (want, e))
+        self.log("corosync quorate and dlm_controld running on %s with members %s" %
+                 (ids, want))
 
     def __enter__(self):
         try:
@@ -495,8 +525,11 @@ class Cluster:
 
     def join(self, ls, ids, timeout=120):
         """All of ids join ls at once (static membership: each join waits for
-        the others)."""
+        the others; under dlm_controld each join is its own change)."""
         self.log("join %s on %s" % (ls, ids))
+        if self.stack == "controld":
+            self.on(ids, "dlmt join %s" % ls, timeout)
+            return
         members = " ".join(str(i) for i in ids)
         self.on(ids, "dlm-controller members %s '%s' && dlmt join %s" % (ls, members, ls),
                 timeout)
@@ -529,6 +562,13 @@ class Cluster:
         completes only when they have removed it)."""
         cmd = cmd or "dlmt leave %s" % ls
         self.log("node %d leaves %s (%s)" % (x, ls, cmd))
+        if self.stack == "controld":
+            # dlm_controld drops x from the others when x's leave is done.
+            before = {i: self.recover_count(i, ls) for i in others}
+            self.nodes[x].run(cmd, timeout)
+            if others:
+                self.wait_recovered(ls, others, before, timeout)
+            return
         pat = "offline %s done" % ls
         count = "grep -c '%s$' /run/dlm/controller.log || true" % pat
         before = int(self.nodes[x].run(count).out.strip() or 0)
@@ -607,7 +647,8 @@ class Cluster:
         "echo \"-- $f\"; cat \"$f\"; done; "
         "echo '-- sockets'; ss -tnoi '( dport = :21064 or sport = :21064 )'; "
         "echo '-- nft ruleset (must be empty outside injection phases)'; nft list ruleset; "
-        "dlm-controller status")
+        "if [ \"$(cat /run/dlm/stack)\" = controld ]; then cluster-stack status; "
+        "else dlm-controller status; fi")
 
     def diagnose(self, why, name="diag"):
         """Dump every live node's DLM state (midcomms per node, waiters,

@@ -528,7 +528,7 @@ def run_scenario(name, fn, timeout, opts, args, t0):
                 "-j", "3", "-J", "16"]
     cl = C.Cluster(args.kdir, n=3, dlm=args.dlm, name=name, mkfs=mkfs,
                    run_dir=os.path.join(args.suite_dir, name),
-                   initrd=args.initrd, seed=args.seed,
+                   initrd=args.initrd, seed=args.seed, stack=opts.get("stack", "static"),
                    log=lambda m: print("[%5.0fs] %s: %s" % (time.monotonic() - t0, name, m),
                                        flush=True))
     ctx = Ctx(cl, name, t0)
