@@ -519,8 +519,8 @@ fn reserve_message(node: &Arc<Node>, len: usize) -> core::result::Result<KBox<Ha
 /// open, because a message in a page that left the queue may still be being written; the
 /// commit that closes the last one queues the send work again.
 pub(crate) fn resend_unacked(node: &Arc<Node>) -> Result<bool> {
-    {
-        let mut tx = node.tx.lock();
+    let starting = {
+        let tx = node.tx.lock();
         if tx.wq.open != 0 {
             // Cleared under the lock: the commit of the last reservation queues us again.
             node.io_test_and_clear(io::SEND_PENDING);
@@ -530,23 +530,29 @@ pub(crate) fn resend_unacked(node: &Arc<Node>) -> Result<bool> {
             node.io_test_and_clear(io::RESEND);
             return Ok(true);
         }
-        if tx.resend_next.is_none() {
-            tx.resend_next = tx.unacked.front_seq();
-        }
-    }
+        tx.resend_next.is_none()
+    };
+    // A new connection gets our current ACK first, ahead of the copies: the last one may have
+    // been lost with the old connection, and behind a window of copies it would take as long
+    // to get through as they do (Peer::connected, which the host users call, does the same).
+    let mut ack_first = starting;
     loop {
         let mut batch: [Option<(Seq, MsgRef)>; RESEND_BATCH] = [const { None }; RESEND_BATCH];
         let n = {
             let tx = node.tx.lock();
             pick_resend(&tx, &mut batch)
         };
-        if n == 0 {
+        let last = batch.iter().flatten().last().map(|(s, _)| *s);
+        if n == 0 && !ack_first {
             let mut tx = node.tx.lock();
             tx.resend_next = None;
             node.io_test_and_clear(io::RESEND);
             return Ok(true);
         }
         let mut copies = CopyPages::new();
+        if ack_first {
+            copies.add_ack_slot()?;
+        }
         for (seq, m) in batch.iter().flatten() {
             copies.add(m)?;
             log_print_ratelimited!(
@@ -555,22 +561,28 @@ pub(crate) fn resend_unacked(node: &Arc<Node>) -> Result<bool> {
                 node.nodeid
             );
         }
-        let last = batch.iter().flatten().last().map(|(s, _)| *s);
         let mut tx = node.tx.lock();
-        copies.queue(&mut tx.wq)?;
-        tx.resend_next = last.map(Seq::next);
+        let ack = tx.peer.reliable().ack_value();
+        copies.queue(&mut tx.wq, ack)?;
+        ack_first = false;
+        match last {
+            Some(s) => tx.resend_next = Some(s.next()),
+            None => {
+                tx.resend_next = None;
+                node.io_test_and_clear(io::RESEND);
+                return Ok(true);
+            }
+        }
     }
 }
 
 /// Up to `RESEND_BATCH` unacknowledged messages from `tx.resend_next` on whose page left the
 /// write queue (sequence order is wire order, so they come first).
 fn pick_resend(tx: &Tx, batch: &mut [Option<(Seq, MsgRef)>]) -> usize {
-    let Some(from) = tx.resend_next else {
-        return 0;
-    };
     let Some(front) = tx.unacked.front_seq() else {
         return 0;
     };
+    let from = tx.resend_next.unwrap_or(front);
     // Messages acknowledged since the last batch are gone from the queue.
     let skip = if from.after(front) {
         from.distance_from(front) as usize
@@ -602,6 +614,8 @@ fn pick_resend(tx: &Tx, batch: &mut [Option<(Seq, MsgRef)>]) -> usize {
 struct CopyPages {
     pages: [Option<(Arc<SendPage>, usize)>; RESEND_BATCH],
     n: usize,
+    /// The first page starts with room for an ACK, filled in when the pages are queued.
+    ack_slot: bool,
 }
 
 impl CopyPages {
@@ -609,7 +623,20 @@ impl CopyPages {
         Self {
             pages: [const { None }; RESEND_BATCH],
             n: 0,
+            ack_slot: false,
         }
+    }
+
+    /// Leaves room for an ACK ahead of the copies (call it first).
+    fn add_ack_slot(&mut self) -> Result {
+        if self.n != 0 {
+            return Err(EINVAL);
+        }
+        // Process context (the send work, in a NOFS scope): a sleeping allocation.
+        self.pages[0] = Some((SendPage::new(GFP_KERNEL)?, HEADER_LEN));
+        self.n = 1;
+        self.ack_slot = true;
+        Ok(())
     }
 
     /// Appends a copy of `m` (committed, so nobody writes it any more).
@@ -635,10 +662,16 @@ impl CopyPages {
         Ok(())
     }
 
-    /// Queues the filled pages for sending (node lock held): all of them or, without memory
-    /// for the queue, none.
-    fn queue(self, wq: &mut WriteQueue) -> Result {
+    /// Queues the filled pages for sending (node lock held), with `ack` in the ACK slot if
+    /// there is one: all of them or, without memory for the queue, none.
+    fn queue(self, wq: &mut WriteQueue, ack: Seq) -> Result {
         wq.make_resend_room(self.n, GFP_ATOMIC)?;
+        if let (true, Some((page, _))) = (self.ack_slot, self.pages[0].as_ref()) {
+            // SAFETY: `page` is our fresh page, not shared until it is queued below, and its
+            // first `HEADER_LEN` bytes were left for this ACK.
+            let b = unsafe { page.bytes_mut(0, HEADER_LEN) };
+            let _ = wire::encode_ack(b, our_nodeid() as u32, ack.get());
+        }
         for (page, len) in self.pages.into_iter().flatten() {
             if wq.push_resend(page, len).is_some() {
                 return Err(ENOMEM);
