@@ -6,8 +6,10 @@
 //! functions (`lock.c`, `debug_fs.c`) that live in the same module; plus the safe reads of the
 //! `dlm_config` tunables and our node id for the transport (the Rust `config` owns them).
 //!
-//! Nothing here is called directly by the protocol code: the wrappers in `sock.rs`, `sync.rs`,
-//! `page.rs`, `configfs.rs` and `dlm.rs` are the only users.
+//! The raw functions are called by the wrappers in `sock.rs`, `sync.rs`, `page.rs`,
+//! `configfs.rs`, `dlm.rs` and `log.rs`, by the C entry points of `exports.rs`, and for the
+//! upcall `dlm_receive_buffer()` and the socket callbacks by `midcomms.rs` and `lowcomms.rs`;
+//! `config`, `fault` and `our_nodeid` below are safe wrappers.
 
 #![allow(improper_ctypes)]
 
@@ -81,6 +83,11 @@ extern "C" {
     pub(crate) fn dlm_rs_trace_recv_message(dst: u32, seq: u32, ms: *const c_void);
     pub(crate) fn dlm_rs_trace_recv_rcom(dst: u32, seq: u32, rc: *const c_void);
 
+    pub(crate) fn dlm_rs_fault_init();
+    pub(crate) fn dlm_rs_fault_exit();
+    pub(crate) fn dlm_rs_fault_accept_stall() -> bool;
+    pub(crate) fn dlm_rs_fault_rx_hold() -> bool;
+
     // Exported by the networking core; declared in headers bindgen does not include.
     pub(crate) fn release_sock(sk: *mut bindings::sock);
     pub(crate) fn tcp_sock_set_nodelay(sk: *mut bindings::sock);
@@ -130,4 +137,37 @@ pub(crate) fn capable_sys_admin() -> bool {
     // SAFETY: `capable()` only reads the current task's credentials (and may note the use of
     // the capability for auditing); configfs stores run in process context.
     unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as c_int) }
+}
+
+/// Test-only fault points of the debug test kernel (`CONFIG_FAULT_INJECTION_DEBUG_FS`): standard
+/// fault attributes under `/sys/kernel/debug/dlm_accept_stall/` and `.../dlm_rx_hold/`, off
+/// until a test arms them.  They open race windows that a single-vCPU guest cannot open by
+/// itself (`Documentation/testing.rst`); on other kernels they are constant `false`.
+pub(crate) mod fault {
+    /// Creates the debugfs attributes (module init).
+    pub(crate) fn init() {
+        // SAFETY: Called once from `dlm_midcomms_init()`; the shim only registers static
+        // attributes.
+        unsafe { super::dlm_rs_fault_init() }
+    }
+
+    /// Removes them (module exit).
+    pub(crate) fn exit() {
+        // SAFETY: Called once from `dlm_midcomms_exit()`, after `init`.
+        unsafe { super::dlm_rs_fault_exit() }
+    }
+
+    /// `dlm_accept_stall`: the accept work stalls between finding a connection's node and
+    /// installing the socket.
+    pub(crate) fn accept_stall() -> bool {
+        // SAFETY: `should_fail()` on a static attribute; any context.
+        unsafe { super::dlm_rs_fault_accept_stall() }
+    }
+
+    /// `dlm_rx_hold`: the `dlm_process` worker leaves the received buffers queued for its next
+    /// run instead of processing them now.
+    pub(crate) fn rx_hold() -> bool {
+        // SAFETY: `should_fail()` on a static attribute; any context.
+        unsafe { super::dlm_rs_fault_rx_hold() }
+    }
 }

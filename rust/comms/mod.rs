@@ -21,5 +21,6 @@ mod lowcomms;
 mod midcomms;
 mod node;
 mod page;
+mod queue;
 mod sock;
 pub(crate) mod sync;

@@ -12,6 +12,8 @@
  */
 
 #include <linux/configfs.h>
+#include <linux/debugfs.h>
+#include <linux/fault-inject.h>
 #include <linux/mm.h>
 #include <linux/sched/mm.h>
 #include <linux/net.h>
@@ -211,3 +213,64 @@ void dlm_rs_trace_recv_rcom(u32 dst, u32 seq, const void *rc)
 {
 	trace_dlm_recv_rcom(dst, seq, rc);
 }
+
+/*
+ * Test-only fault points (kernels with CONFIG_FAULT_INJECTION_DEBUG_FS, i.e.
+ * the debug test kernel).  Each is a standard fault attribute under
+ * /sys/kernel/debug/<name>/ (probability, interval, times, verbose, ...),
+ * off until a test arms it.  They widen race windows that a single-vCPU
+ * guest cannot otherwise open; see Documentation/testing.rst.
+ */
+#ifdef CONFIG_FAULT_INJECTION_DEBUG_FS
+static DECLARE_FAULT_ATTR(dlm_rs_accept_stall_attr);
+static DECLARE_FAULT_ATTR(dlm_rs_rx_hold_attr);
+static struct dentry *dlm_rs_fault_dirs[2];
+
+void dlm_rs_fault_init(void)
+{
+	struct dentry *d;
+
+	d = fault_create_debugfs_attr("dlm_accept_stall", NULL,
+				      &dlm_rs_accept_stall_attr);
+	dlm_rs_fault_dirs[0] = IS_ERR(d) ? NULL : d;
+	d = fault_create_debugfs_attr("dlm_rx_hold", NULL,
+				      &dlm_rs_rx_hold_attr);
+	dlm_rs_fault_dirs[1] = IS_ERR(d) ? NULL : d;
+}
+
+void dlm_rs_fault_exit(void)
+{
+	debugfs_remove_recursive(dlm_rs_fault_dirs[0]);
+	debugfs_remove_recursive(dlm_rs_fault_dirs[1]);
+	dlm_rs_fault_dirs[0] = NULL;
+	dlm_rs_fault_dirs[1] = NULL;
+}
+
+bool dlm_rs_fault_accept_stall(void)
+{
+	return should_fail(&dlm_rs_accept_stall_attr, 1);
+}
+
+bool dlm_rs_fault_rx_hold(void)
+{
+	return should_fail(&dlm_rs_rx_hold_attr, 1);
+}
+#else
+void dlm_rs_fault_init(void)
+{
+}
+
+void dlm_rs_fault_exit(void)
+{
+}
+
+bool dlm_rs_fault_accept_stall(void)
+{
+	return false;
+}
+
+bool dlm_rs_fault_rx_hold(void)
+{
+	return false;
+}
+#endif

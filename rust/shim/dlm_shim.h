@@ -56,4 +56,9 @@ void dlm_rs_trace_send_rcom(u32 dst, u32 seq, const void *rc);
 void dlm_rs_trace_recv_message(u32 dst, u32 seq, const void *ms);
 void dlm_rs_trace_recv_rcom(u32 dst, u32 seq, const void *rc);
 
+void dlm_rs_fault_init(void);
+void dlm_rs_fault_exit(void);
+bool dlm_rs_fault_accept_stall(void);
+bool dlm_rs_fault_rx_hold(void);
+
 #endif /* DLM_RS_SHIM_H */
