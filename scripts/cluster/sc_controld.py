@@ -320,5 +320,5 @@ def run(cl, ctx, ids):
 
 
 SCENARIOS = [
-    ("controld", sc_controld, 420, {"stack": "controld", "mkfs": True}),
+    ("controld", sc_controld, 420, {"stack": "controld", "mkfs": True, "placement": {2: (1, 3)}}),
 ]

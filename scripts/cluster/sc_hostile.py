@@ -246,5 +246,5 @@ def sc_hostile(cl, ctx):
 
 
 SCENARIOS = [
-    ("hostile", sc_hostile, 420, {}),
+    ("hostile", sc_hostile, 420, {"debug": True, "placement": {1: (1,)}}),
 ]

@@ -507,7 +507,9 @@ def sc_gfs2(cl, ctx):
 #   placement  {1: nodes, 2: nodes}: which node numbers run our dlm.ko in the
 #              mixed clusters of --mix (1 ours + 2 stock, 2 ours + 1 stock);
 #              default DEFAULT_PLACEMENT.  A scenario whose roles others
-#              cover may name one of the two only, to save time.  Roles sit on fixed node numbers in
+#              cover may name one of the two only, to save time, or none
+#              ({}: no mixed run, e.g. configfs, which compares the two
+#              modules itself).  Roles sit on fixed node numbers in
 #              each scenario (node 1 masters the counter; node 3 leaves, is
 #              killed, unmounts first), so rotating the placement is what
 #              gives every role to ours and to stock against the other.
@@ -750,6 +752,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", help="comma-separated scenario names (%s)" %
                     ",".join(s[0] for s in SCENARIOS))
+    ap.add_argument("--skip", help="comma-separated scenario names to leave out of the chosen "
+                    "set")
+    ap.add_argument("--skip-debug-set", action="store_true",
+                    help="leave out the scenarios marked debug (make check runs their "
+                    "all-ours instance on the debug flavour instead)")
     ap.add_argument("--dlm", help="per-node dlm.ko: stock or a path, comma-separated "
                     "(one entry = all nodes); default stock")
     ap.add_argument("--mix", metavar="KO",
@@ -792,6 +799,14 @@ def main():
         if unknown:
             ap.error("unknown scenario(s): %s" % ",".join(sorted(unknown)))
         chosen = [s for s in SCENARIOS if s[0] in want]
+    if args.skip:
+        skip = args.skip.split(",")
+        unknown = set(skip) - {s[0] for s in SCENARIOS}
+        if unknown:
+            ap.error("unknown scenario(s): %s" % ",".join(sorted(unknown)))
+        chosen = [s for s in chosen if s[0] not in skip]
+    if args.skip_debug_set:
+        chosen = [s for s in chosen if not s[3].get("debug")]
     runs = []
     if args.mix:
         ours = C.parse_dlm(args.mix, 1)[0]

@@ -37,7 +37,7 @@ fn newline_and_terminator() {
     assert_eq!(parse_u32(b"5\r\n"), Err(Invalid));
     // The text ends at the first NUL, as a C string does.
     assert_eq!(parse_u32(b"5\0garbage"), Ok(5));
-    assert_eq!(parse_u32(b"\05"), Err(Invalid));
+    assert_eq!(parse_u32(b"\x005"), Err(Invalid));
     assert_eq!(parse_u32(b""), Err(Invalid));
     assert_eq!(parse_u32(b"\n"), Err(Invalid));
 }
