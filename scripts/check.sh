@@ -222,7 +222,8 @@ if want cluster; then
 		fi
 		# The stock C layer is the oracle, not what is tested: a verdict
 		# (PASS or XFAIL) recorded for this kernel and harness is reused.
-		suite cluster-stock --kdir "$kdir" --dlm stock --stock-verdicts "$cache/stock-verdicts"
+		suite cluster-stock --kdir "$kdir" --dlm stock --skip configfs \
+			--stock-verdicts "$cache/stock-verdicts"
 	fi
 fi
 
