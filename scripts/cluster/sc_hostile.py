@@ -246,5 +246,6 @@ def sc_hostile(cl, ctx):
 
 
 SCENARIOS = [
-    ("hostile", sc_hostile, 420, {"debug": True, "placement": {1: (1,)}}),
+    ("hostile", sc_hostile, 420,
+     {"faults": ("hostile",), "debug": True, "placement": {1: (1,)}}),
 ]
