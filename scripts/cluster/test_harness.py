@@ -79,6 +79,14 @@ class ConsoleScanTest(unittest.TestCase):
                  "retransmits", ("reset",), "gap reset"),
                 ("dlm: node 3 skipped a message: resetting its connection so that it "
                  "retransmits", ("gap",), None),
+                # A refused connect (the peer does not listen yet) and the
+                # error report after it; any other error number fails.
+                ("[ 4.48] dlm: node 3: socket error sending to node 2, sk_err=111", (), None),
+                ("[ 4.49] dlm: node 3: socket error sending to node 1, sk_err=0", (), None),
+                ("[ 4.49] dlm: connect to node 1 try 1 error -111", (), None),
+                ("[ 4.49] dlm: connect to node 1 try 1 error -110", (), "connect error"),
+                ("[ 4.49] dlm: node 3: socket error sending to node 1, sk_err=1110", (),
+                 "socket error"),
                 # Routine lines.
                 ("dlm: got connection from 2", (), None),
                 ("dlm: connecting to 3", (), None),
