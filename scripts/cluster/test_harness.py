@@ -167,6 +167,17 @@ class ParseTest(unittest.TestCase):
         self.assertFalse(S.expected_failure("join", err, ["stock"] * 3))
         self.assertFalse(S.expected_failure("badbytes", None, ["stock"] * 3))
 
+    def test_hostile_xfail_only_when_all_stock(self):
+        err = ("lock traffic STALLED under hostile frames: node 1 has 22 unacknowledged "
+               "message(s) for node 3")
+        flood = ("node 1 logged more than 50 lines for 100264 frames in 394 connections "
+                 "(at most 10 per 5 s over 17 s) from one call site")
+        for e in (err, flood):
+            self.assertTrue(S.expected_failure("hostile", e, ["stock"] * 3))
+            self.assertFalse(S.expected_failure("hostile", e, ["ours", "stock", "stock"]))
+            self.assertFalse(S.expected_failure("hostile", e, ["ours"] * 3))
+        self.assertFalse(S.expected_failure("hostile", "LVB counter 5 != 6", ["stock"] * 3))
+
     def test_xfail_only_for_stalls_of_all_stock(self):
         stall = "lock traffic STALLED under hub resets: node 1 has"
         self.assertTrue(S.expected_failure("resets", stall, ["stock"] * 3))
