@@ -3,7 +3,7 @@
 """Build the initramfs of a dlm-rs test guest (python3 stdlib only).
 
 Contents: busybox-static with its applet links, the guest scripts of
-scripts/cluster/guest (/init, agent, dlm-controller, dlm-module, torture-loop), the
+scripts/cluster/guest (/init, and agent, dlm-controller, ... in /sbin), the
 static dlmt tool, the kernel tree's modules (staged with
 ``make modules_install``, cached under build/), an optional alternative
 dlm.ko at /lib/modules/alt/dlm.ko, and the dynamically linked host tools
@@ -225,8 +225,10 @@ def build(kdir, out, alt_dlm=None, dlmt=None):
         c.symlink(a, "/bin/busybox")
 
     c.host_file("init", os.path.join(GUEST, "init"), 0o755)
-    for s in ("agent", "dlm-controller", "dlm-module", "torture-loop"):
-        c.host_file("sbin/" + s, os.path.join(GUEST, s), 0o755)
+    # Every other guest script goes to /sbin (agent, dlm-controller, ...).
+    for s in sorted(os.listdir(GUEST)):
+        if s != "init" and not s.startswith("."):
+            c.host_file("sbin/" + s, os.path.join(GUEST, s), 0o755)
     dlmt = dlmt or find_dlmt()
     c.host_file("sbin/dlmt", dlmt, 0o755)
 
