@@ -584,13 +584,22 @@ class Cluster:
     kmemleak_judged = frozenset()
     KMEMLEAK_NOTICE = re.compile(r"kmemleak: \d+ new suspected memory leaks \(see ")
 
+    # Functions (lines -> lines) that remove what a scenario made the kernel
+    # log on purpose and has judged itself, e.g. the stack dump of every
+    # injected allocation failure (sc_allocfail.py); each must remove
+    # exactly those lines and nothing else.
+    console_filters = ()
+
     def console_problems(self, ids=None):
         """Lines of the consoles that match BAD_CONSOLE: {node: [lines]}."""
         out = {}
         for i, node in sorted(self.nodes.items()):
             if ids is not None and i not in ids:
                 continue
-            bad = [l for l in node.console_text().splitlines() if BAD_CONSOLE.search(l)
+            lines = node.console_text().splitlines()
+            for f in self.console_filters:
+                lines = f(lines)
+            bad = [l for l in lines if BAD_CONSOLE.search(l)
                    and not (i in self.kmemleak_judged and self.KMEMLEAK_NOTICE.search(l))]
             if bad:
                 out[i] = bad
