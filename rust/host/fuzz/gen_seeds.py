@@ -68,6 +68,12 @@ seeds = {
     "seed-inner-length-lie": bytes([2]) + opts(0, header(
         V32, 0, 4096, RCOM) + struct.pack("<IIQQQ", 5, 0, 0, 0, 0)),
     "seed-partial-tail": bytes([3]) + ack(1) + opts(2, message(V32, 1))[:50],
+    # Frames at and just below the 4096-byte limit, back to back, cut into
+    # small pieces (byte 1) so that they pass through the carry-over; also
+    # lets inputs grow to several maximal frames.
+    "seed-max-frames": bytes([1]) + opts(0, message(V32, 1, 4072 - 88)) +
+    ack(1) + opts(1, message(V32, 1, 4071 - 88)) +
+    opts(2, message(V32, 1, 4072 - 88)) + opts(3, message(V32, 1, 4070 - 88)),
     # Inner messages below their minimum, with consistent lengths.
     "seed-inner-too-short": bytes([1]) + opts(0, cut(message(V32, 1), 40)) +
     opts(1, cut(rcom(V32, 3), 32)),

@@ -65,16 +65,17 @@ impl PeerIo for Io<'_> {
             self.side.delivered.push(u64::from_le_bytes(id));
         }
     }
-    fn send_ack(&mut self, ack: Seq) {
+    fn send_ack(&mut self, ack: Seq) -> bool {
         let mut f = vec![0u8; wire::ACK_LEN];
         wire::encode_ack(&mut f, self.me, ack.get()).unwrap();
         self.side.out.push_back((false, f));
+        true
     }
-    fn send_fin(&mut self, seq: Seq) -> Vec<u8> {
+    fn send_fin(&mut self, seq: Seq) -> Option<Vec<u8>> {
         let mut f = vec![0u8; wire::OPTS_FIN_LEN];
         wire::encode_fin(&mut f, self.me, seq.get()).unwrap();
         self.side.out.push_back((true, f.clone()));
-        f
+        Some(f)
     }
     fn resend(&mut self, _seq: Seq, e: &Vec<u8>) {
         self.side.out.push_back((true, e.clone()));
@@ -311,14 +312,14 @@ impl PeerIo for EvIo<'_> {
         }
         .deliver(msg, seq)
     }
-    fn send_ack(&mut self, ack: Seq) {
+    fn send_ack(&mut self, ack: Seq) -> bool {
         Io {
             side: self.side,
             me: 1,
         }
         .send_ack(ack)
     }
-    fn send_fin(&mut self, seq: Seq) -> Vec<u8> {
+    fn send_fin(&mut self, seq: Seq) -> Option<Vec<u8>> {
         Io {
             side: self.side,
             me: 1,
@@ -539,6 +540,7 @@ fn peer_active_close_and_retransmission_on_connect() {
         .side
         .out
         .iter()
+        .filter(|(sequenced, _)| *sequenced)
         .map(|(_, f)| u32::from_le_bytes([f[4], f[5], f[6], f[7]]))
         .collect();
     assert_eq!(seqs, vec![0, 1, 2]);
@@ -547,4 +549,108 @@ fn peer_active_close_and_retransmission_on_connect() {
     n.rx(&fin_from(2, 0));
     assert_eq!(n.peer.state(), State::Closed);
     assert_eq!(n.peer.poll_shutdown(1), dlm_proto::proto::fin::Wait::Done);
+}
+
+#[test]
+fn peer_only_sequenced_messages_count_as_delivered_after_fin() {
+    let mut n = One::new();
+    {
+        let (p, q, mut io) = n.io();
+        p.add_member(q, &mut io);
+    }
+    n.rx(&status_from(2));
+    n.rx(&msg_frame(2, Seq(0), 0));
+    n.rx(&fin_from(2, 1));
+    {
+        let (p, q, mut io) = n.io();
+        p.remove_member(q, &mut io);
+    }
+    assert_eq!(n.peer.state(), State::LastAck);
+    assert!(n.peer.fin().stop_rx());
+    n.events.clear();
+    // A stateless RCOM is the version probe of a peer that reset after its
+    // FIN: normal, and C does not warn about it either.
+    n.rx(&status_from(2));
+    assert!(
+        !n.events.contains(&Event::DeliveredAfterFin),
+        "{:?}",
+        n.events
+    );
+    // A sequenced message after the peer's FIN is a protocol violation.
+    n.rx(&msg_frame(2, Seq(2), 2));
+    assert_eq!(n.events.last(), Some(&Event::DeliveredAfterFin));
+    assert_eq!(n.side.delivered, vec![0, 2]);
+}
+
+#[test]
+fn peer_connected_sends_our_ack_before_the_retransmissions() {
+    let mut n = One::new();
+    n.rx(&status_from(2));
+    for i in 0..5u32 {
+        n.rx(&msg_frame(2, Seq(i), i as u64));
+    }
+    n.send(0).unwrap();
+    n.send(1).unwrap();
+    n.side.out.clear();
+    // A new connection: the peer may still hold the five messages we got
+    // (our ACK was lost with the old connection).  Our ACK goes first, so
+    // that it does not wait behind our own retransmissions.
+    let k = {
+        let (p, q, mut io) = n.io();
+        p.connected(q, &mut io)
+    };
+    assert_eq!(k, 2);
+    let out: Vec<(bool, u32)> = n
+        .side
+        .out
+        .iter()
+        .map(|(s, f)| (*s, u32::from_le_bytes([f[4], f[5], f[6], f[7]])))
+        .collect();
+    assert_eq!(out, vec![(false, 5), (true, 0), (true, 1)]);
+}
+
+#[test]
+fn peer_stateless_rcom_after_a_finished_close_is_no_version_detection() {
+    let mut n = One::new();
+    {
+        let (p, q, mut io) = n.io();
+        p.add_member(q, &mut io);
+    }
+    n.rx(&status_from(2));
+    n.rx(&fin_from(2, 0));
+    {
+        let (p, q, mut io) = n.io();
+        p.remove_member(q, &mut io);
+    }
+    // Our passive FIN (0) is acked: the lifetime is over.
+    n.rx(&ack_from(2, 1));
+    assert_eq!(n.peer.state(), State::Closed);
+    assert_eq!(n.peer.version(), None);
+    n.side.out.clear();
+    // The peer's reply to a STATUS of ours crosses the close: it is
+    // delivered, but the node stays CLOSED and the version unknown, so a
+    // leftover ACK after it changes nothing either.
+    let mut reply = status_from(2);
+    reply[16] = 5; // RCOM_STATUS_REPLY
+    n.events.clear();
+    n.rx(&reply);
+    assert_eq!(n.peer.state(), State::Closed);
+    assert_eq!(n.peer.version(), None);
+    n.rx(&ack_from(2, 1));
+    assert_eq!(n.peer.state(), State::Closed);
+    assert!(
+        !n.events
+            .iter()
+            .any(|e| matches!(e, Event::AckInvalid { .. } | Event::VersionDetected(_))),
+        "{:?}",
+        n.events
+    );
+    // A new lifetime: add_member, then the peer's STATUS detects it.
+    {
+        let (p, q, mut io) = n.io();
+        p.add_member(q, &mut io);
+    }
+    n.rx(&status_from(2));
+    assert_eq!(n.peer.version(), Some(Version::V3_2));
+    assert_eq!(n.peer.state(), State::Established);
 }

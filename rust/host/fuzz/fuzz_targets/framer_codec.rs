@@ -161,7 +161,7 @@ fuzz_target!(|data: &[u8]| {
                 expect.push(f);
             }
             Err(error) => {
-                expect_err = Some(FramingError::BadLength { offset, error });
+                expect_err = Some(FramingError::BadHeader { offset, error });
                 break;
             }
         }
