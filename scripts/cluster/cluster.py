@@ -66,7 +66,8 @@ BAD_CONSOLE = re.compile(
 # lockspace before its comms listen: refused connects), partition (nodes cut
 # off from each other), loss (the hub drops, duplicates, reorders, delays
 # frames), alloc (allocation failures injected), hostile (adversarial frames
-# from a program).
+# from a program), rmcomm (a node's comm is removed while that node still
+# connects).
 OUR_WARNINGS = [
     ("message refused", r"dlm: send to node (?P<peer>\d+) refused", (), ()),
     ("send before version", r"dlm: send to node (?P<peer>\d+) before its version is known",
@@ -94,7 +95,7 @@ OUR_WARNINGS = [
     ("shutdown timeout", r"dlm: Connection to node (?P<peer>\d+) "
      r"(failed to shutdown|shutdown timed out)", ("dead", "partition"), ()),
     ("non-cluster connect", r"dlm: (connect from non cluster|invalid family from non cluster)",
-     ("hostile",), ()),
+     ("hostile", "rmcomm"), ()),
     ("accept error", r"dlm: critical error accepting connection", (), ()),
     ("setup error", r"dlm: (can't start dlm_|Can't create comms socket|Can't bind|"
      r"cannot initialise comms|no local IP address|Invalid protocol identifier|"
