@@ -368,9 +368,10 @@ def sc_allocfail(cl, ctx):
     pend = {}
     for i in ids:
         pend[i] = cl.node(i).start(
-            "%srm -f /tmp/torture-stop-%s; torture-loop %s %s 3600 %d %s --timeout 60 "
+            "%srm -f /tmp/torture-stop-%s; torture-loop %s %s 3600 %d %s --timeout %d "
             "--retry-nomem" % ("echo 1 > /proc/self/make-it-fail; " if i in flagged else "",
-                               tags[i], LS, RES, BATCH, tags[i]), timeout=3900)
+                               tags[i], LS, RES, BATCH, tags[i], 60 * cl.scale),
+            timeout=3900)
     hub0 = cl.hub.stats()
     counts = {i: {"calls": 0, "comms": 0} for i in inject}
     recovery = {}

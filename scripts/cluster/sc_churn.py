@@ -134,7 +134,8 @@ def sc_churn(cl, ctx):
     hub0 = cl.hub.stats()
     cl.hub.cmd("reset-every %d" % RESET_MS)
     steady = {i: cl.node(i).start("rm -f /tmp/torture-stop-h%d; torture-loop %s %s 3600 20 "
-                                  "h%d --timeout 60" % (i, LS, RES, i), timeout=3900)
+                                  "h%d --timeout %d" % (i, LS, RES, i, 60 * cl.scale),
+                                  timeout=3900)
               for i in (1, 2)}
     ctx.say("hub reset-every %d ms; nodes 1,2 torture %s throughout" % (RESET_MS, LS))
     node3 = []
