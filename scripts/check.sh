@@ -12,7 +12,8 @@
 # verdict is not yet recorded for this kernel and harness (suite.py
 # --stock-verdicts; recorded verdicts are listed, not counted).  The debug stage
 # builds the debug kernel flavour and runs the scenarios marked for it
-# (suite.py --debug-set) with our dlm.ko on every node.  Every stage runs even
+# (suite.py --debug-set) with our dlm.ko on every node, and allocfail and churn
+# once more in one mixed cluster each.  Every stage runs even
 # when an earlier one failed (unless it needs what failed); stage times are
 # printed at the end.  The last line is "check: N passed, M failed, X XFAIL"
 # with the tests of every stage added up (XFAIL: the stock C layer's documented
@@ -240,6 +241,11 @@ if want debug; then
 			stage_time debug-build "$ts"
 			suite debug --kdir "$dkdir" --dlm "$top/build/kmod-debug/dlm.ko" --debug-set \
 				--cycles "$debug_cycles" --require-kmemleak
+			# Issue 9's allocfail and churn need the debug flavour and must
+			# also pass with a stock peer: one mixed cluster each (their
+			# placements), about 4 min each.
+			suite debug-mixed --kdir "$dkdir" --mix "$top/build/kmod-debug/dlm.ko" \
+				--only allocfail,churn
 		else
 			fail "dlm.ko build for the debug flavour"
 		fi
