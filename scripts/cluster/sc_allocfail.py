@@ -24,17 +24,20 @@ AFTER_SECS = 8        # torture goes on this long after the recovery check
 BATCH = 10            # increments per torture batch (progress granularity)
 MASTER = 1            # node holding the anchor: master of the counter
 
+
 def expect(ctx, name, cond, msg):
     """check(cond, msg) that `--break SCENARIO:NAME` turns around, to show
-    this assertion failing; `--break SCENARIO:all` turns every one around
-    and fails the scenario at its end with all their messages
-    (Documentation/testing.rst, "Showing the assertions fail")."""
-    b = getattr(getattr(ctx, "args", None), "break_assert", None) or ""
-    if b == "%s:%s" % (ctx.name, name):
-        check(not cond, "[--break %s] %s" % (b, msg))
-    elif b == "%s:all" % ctx.name:
-        if cond:
-            ctx.broken = getattr(ctx, "broken", []) + ["%s: %s" % (name, msg)]
+    this assertion failing; `--break SCENARIO:all` turns every one that
+    holds around and fails the scenario at its end with all their messages
+    (one that does not hold fails at once, as without --break)
+    (Documentation/testing.rst, "Allocation failure and churn").  --break
+    may list several, comma-separated (allocfail:all,churn:all)."""
+    b = (getattr(getattr(ctx, "args", None), "break_assert", None) or "").split(",")
+    scenario = ctx.name.split("[")[0]
+    if "%s:%s" % (scenario, name) in b:
+        check(not cond, "[--break %s:%s] %s" % (scenario, name, msg))
+    elif "%s:all" % scenario in b and cond:
+        ctx.broken = getattr(ctx, "broken", []) + ["%s: %s" % (name, msg)]
     else:
         check(cond, msg)
 
@@ -44,7 +47,7 @@ def end_breaks(ctx):
     broken = getattr(ctx, "broken", [])
     if broken:
         raise Failed("[--break %s:all] %d assertions turned around: %s" % (
-            ctx.name, len(broken), " || ".join(broken)))
+            ctx.name.split("[")[0], len(broken), " || ".join(broken)))
 
 
 # --- where the comms layer lies in dlm.ko ----------------------------------

@@ -163,6 +163,45 @@ class Classify(unittest.TestCase):
         self.assertEqual(A.rust_path("dlm_user_request"), ["dlm_user_request"])
 
 
+class Breaks(unittest.TestCase):
+    def ctx(self, name, brk):
+        class Args:
+            break_assert = brk
+
+        class Ctx:
+            pass
+        c = Ctx()
+        c.name, c.args = name, Args()
+        return c
+
+    def test_plain(self):
+        c = self.ctx("allocfail", None)
+        A.expect(c, "lvb", True, "m")
+        with self.assertRaises(Failed):
+            A.expect(c, "lvb", False, "m")
+
+    def test_one_turned_around(self):
+        c = self.ctx("allocfail[mixed-2: ours on 2,3]", "allocfail:lvb")
+        with self.assertRaises(Failed):
+            A.expect(c, "lvb", True, "m")
+        A.expect(c, "lvb", False, "m")
+        A.expect(c, "links", True, "m")
+
+    def test_all_in_a_list(self):
+        c = self.ctx("churn", "allocfail:all,churn:all")
+        A.expect(c, "lvb", True, "counter")
+        A.expect(c, "resets", True, "no reset")
+        with self.assertRaises(Failed) as e:
+            A.end_breaks(c)
+        self.assertIn("2 assertions turned around", str(e.exception))
+        self.assertIn("counter", str(e.exception))
+
+    def test_all_still_fails_a_real_failure(self):
+        c = self.ctx("churn", "churn:all")
+        with self.assertRaises(Failed):
+            A.expect(c, "lvb", False, "counter")
+
+
 class Layout(unittest.TestCase):
     def test_missing_objects_fail(self):
         with self.assertRaises((Failed, OSError, Exception)):
