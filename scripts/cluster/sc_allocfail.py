@@ -275,10 +275,15 @@ def classify(rep, lay):
 def arm_args(mode, base, lay):
     """faultinject arm arguments for one injector.  "calls": any allocation
     with a return address in dlm.ko's text, in task context of flagged
-    tasks only (the torture processes of the nodes that master nothing,
-    and kernel workers); "comms": allocations the comms layer makes on its
-    own account, in any context (a comms frame on the stack and no frame of
-    the lock manager's core)."""
+    tasks only (the torture processes of the nodes that master nothing:
+    what fails there is refused to the writer at once, which dlmt makes
+    again); "comms": allocations the comms layer makes on its own account,
+    in any context (a comms frame on the stack and no frame of the lock
+    manager's core).  Kernel workers are not flagged: their comms
+    allocations are the comms mode's, and the stock layer processes
+    received messages in a worker, where a failure inside the lock manager
+    (a reply it cannot allocate is never sent again) would test the lock
+    manager, not the comms layer."""
     if mode == "calls":
         return "%d 0x%x 0x%x 0 0 1 %d" % (PROB, base, base + lay["text_size"], TIMES)
     lo, hi = lay["comms"]
@@ -361,11 +366,9 @@ def sc_allocfail(cl, ctx):
     cl.join(LS, ids)
     release = anchor(cl, ctx, MASTER)
     hold_pairs(cl, ctx, ids)
-    # Kernel workers of the injected nodes are flagged for the "calls" mode
-    # (new ones inherit the flag from kthreadd), and so are the torture
-    # processes of the injected nodes that master nothing (dlmt inherits it
-    # from the shell that starts torture-loop).
-    cl.on(inject, "faultinject kthreads 1")
+    # The torture processes of the injected nodes that master nothing are
+    # flagged for the "calls" mode (dlmt inherits make-it-fail from the
+    # shell that starts torture-loop).
     flagged = [i for i in inject if i != MASTER]
     tags = {i: "a%d" % i for i in ids}
     pend = {}
@@ -453,7 +456,7 @@ def sc_allocfail(cl, ctx):
                                 during=during)
     finally:
         cl.on(ids, lambda i: "touch /tmp/torture-stop-%s" % tags[i], check=False)
-        cl.on(inject, "faultinject disarm; faultinject kthreads 0", check=False)
+        cl.on(inject, "faultinject disarm", check=False)
     hub1 = cl.hub.stats()
     s = sum(t for t, _ in totals.values())
     v = lvb_value(cl, 2)
