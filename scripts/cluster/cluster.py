@@ -96,6 +96,12 @@ OUR_WARNINGS = [
      r"(failed to shutdown|shutdown timed out)", ("dead", "partition"), ()),
     ("non-cluster connect", r"dlm: (connect from non cluster|invalid family from non cluster)",
      ("hostile", "rmcomm"), ()),
+    # Allocation failures injected into the socket calls: accept's new socket
+    # (-ENOMEM), and the bind of a connecting socket, which inet_csk_get_port
+    # reports as -EADDRINUSE when it cannot allocate its bind bucket.  C logs
+    # the same lines; the pending connection or the connect is tried again.
+    ("accept no memory", r"dlm: critical error accepting connection: -12$", ("alloc",), ()),
+    ("bind no memory", r"dlm: could not bind for connect: -98$", ("alloc",), ()),
     ("accept error", r"dlm: critical error accepting connection", (), ()),
     ("setup error", r"dlm: (can't start dlm_|Can't create comms socket|Can't bind|"
      r"cannot initialise comms|no local IP address|Invalid protocol identifier|"

@@ -74,6 +74,14 @@ class ConsoleScanTest(unittest.TestCase):
                 ("dlm: connect from non cluster IPv4 node 192.0.2.3", ("reset",),
                  "non-cluster connect"),
                 ("dlm: connect from non cluster IPv4 node 192.0.2.3", ("rmcomm",), None),
+                ("[ 1.2] dlm: critical error accepting connection: -12", ("alloc",), None),
+                ("[ 1.2] dlm: critical error accepting connection: -12", ("reset",),
+                 "accept no memory"),
+                ("[ 1.2] dlm: critical error accepting connection: -22", ("alloc",),
+                 "accept error"),
+                ("[ 1.2] dlm: could not bind for connect: -98", ("alloc",), None),
+                ("[ 1.2] dlm: could not bind for connect: -98", (), "bind no memory"),
+                ("[ 1.2] dlm: could not bind for connect: -13", ("alloc",), "setup error"),
                 # A gap: injected, or the lost resend of a stock peer after a reset;
                 # never from a node of ours otherwise.
                 ("dlm: node 2 skipped a message: resetting its connection so that it "
