@@ -672,10 +672,15 @@ fn accept_one(c: &Comms, mut sock: Socket) {
     };
     peer.set_port_be(0);
     let Some(node) = c.node_by_addr(&peer) else {
+        // Anyone can dial the port: the lines are C's, but limited (C prints each one).
         match peer.family() {
-            bindings::AF_INET => log_print!("connect from non cluster IPv4 node {}", peer),
-            bindings::AF_INET6 => log_print!("connect from non cluster IPv6 node {}", peer),
-            _ => log_print!("invalid family from non cluster node"),
+            bindings::AF_INET => {
+                log_print_ratelimited!("connect from non cluster IPv4 node {}", peer)
+            }
+            bindings::AF_INET6 => {
+                log_print_ratelimited!("connect from non cluster IPv6 node {}", peer)
+            }
+            _ => log_print_ratelimited!("invalid family from non cluster node"),
         }
         // Dropping `sock` refuses the peer; the caller accepts the others.
         return;
@@ -699,7 +704,9 @@ fn accept_one(c: &Comms, mut sock: Socket) {
         );
         return;
     }
-    log_print!("got connection from {}", node.nodeid);
+    // A configured peer can reconnect in a loop (or a hostile program from its address):
+    // limited, unlike C's.
+    log_print_ratelimited!("got connection from {}", node.nodeid);
     if main.sock.is_none() {
         // Our outgoing connect has not happened: this becomes the main socket.
         main.close();

@@ -24,7 +24,7 @@ use crate::proto::{
     fin::{State, Wait},
     framer,
     peer::{Event, Peer, PeerIo, PeerSendError},
-    reliable::UnackedQueue,
+    reliable::{SendError, UnackedQueue},
     seq::Seq,
     version::RecvError,
     wire::{self, Message, Version},
@@ -503,7 +503,10 @@ fn reserve_message(node: &Arc<Node>, len: usize) -> core::result::Result<KBox<Ha
                 seq,
             },
         )),
-        (Err(PeerSendError::NoRoom), _) | (Ok(_), None) => Err(Refused::NoMemory),
+        // The unacked queue refusing its entry is a failed allocation too.
+        (Err(PeerSendError::NoRoom), _)
+        | (Err(PeerSendError::Backpressure(SendError::QueueFull)), _)
+        | (Ok(_), None) => Err(Refused::NoMemory),
         (Err(PeerSendError::NotDetected), _) => Err(Refused::NotDetected),
         (Err(e), _) => Err(Refused::Protocol(e)),
     }

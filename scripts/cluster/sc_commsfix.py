@@ -423,11 +423,15 @@ def sc_closedrx(cl, ctx):
 SCENARIOS = [
     # The fault points and fault injection exist on the debug flavour only:
     # make check runs these four there (--debug-set), with ours on every node.
-    ("wedge", sc_wedge, 420, {"default": False, "debug": True}),
-    ("seqgap", sc_seqgap, 420, {"default": False, "debug": True}),
-    ("acceptclose", sc_acceptclose, 300, {"default": False, "debug": True}),
+    ("wedge", sc_wedge, 420, {"default": False, "debug": True, "faults": ("alloc",)}),
+    ("seqgap", sc_seqgap, 420,
+     {"default": False, "debug": True, "faults": ("alloc", "partition")}),
+    # The comm of a connected node is removed and added again: its
+    # connects fail meanwhile, as in a rejoin.
+    ("acceptclose", sc_acceptclose, 300,
+     {"default": False, "debug": True, "faults": ("rejoin",)}),
     # Runs anywhere: all-ours, and all-stock as the oracle (no mixed run:
     # the waits it judges are the leaving node's own).
-    ("sigwait", sc_sigwait, 300, {"placement": {}}),
+    ("sigwait", sc_sigwait, 300, {"placement": {}, "faults": ("partition",)}),
     ("closedrx", sc_closedrx, 300, {"default": False, "debug": True}),
 ]

@@ -320,5 +320,7 @@ def run(cl, ctx, ids):
 
 
 SCENARIOS = [
-    ("controld", sc_controld, 420, {"stack": "controld", "mkfs": True, "placement": {2: (1, 3)}}),
+    # Node 3 leaves and comes back, node 2 is killed.
+    ("controld", sc_controld, 420,
+     {"stack": "controld", "mkfs": True, "faults": ("rejoin", "dead"), "placement": {2: (1, 3)}}),
 ]

@@ -255,5 +255,6 @@ def sc_gfs2_kill(cl, ctx):
 
 
 SCENARIOS = [
-    ("gfs2-kill", sc_gfs2_kill, 480, {"mkfs": True, "placement": {2: (1, 2)}}),
+    ("gfs2-kill", sc_gfs2_kill, 480,
+     {"faults": ("dead",), "mkfs": True, "placement": {2: (1, 2)}}),
 ]

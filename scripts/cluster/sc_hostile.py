@@ -246,5 +246,8 @@ def sc_hostile(cl, ctx):
 
 
 SCENARIOS = [
-    ("hostile", sc_hostile, 420, {"debug": True, "placement": {1: (1,)}}),
+    # Not on the debug flavour: its KASAN kernel under TCG took only 44,371
+    # of the 100,000 frames in the 40 s the torture runs (make check,
+    # 2026-12-03); the base flavour takes them all.
+    ("hostile", sc_hostile, 420, {"faults": ("hostile",), "placement": {1: (1,)}}),
 ]

@@ -292,5 +292,5 @@ def sc_partition(cl, ctx):
 
 
 SCENARIOS = [
-    ("partition", sc_partition, 360, {"placement": {1: (1,)}}),
+    ("partition", sc_partition, 360, {"faults": ("partition",), "placement": {1: (1,)}}),
 ]

@@ -7,6 +7,7 @@ see Documentation/testing.rst."""
 
 import os
 import re
+import struct
 import sys
 import threading
 import time
@@ -133,6 +134,39 @@ class StallWatch:
                 since = {i: t for i in last}
                 dumped = False
 
+    def kill_dlm_connections(self, a, b):
+        """ss -K on node a of its established DLM connections with node b:
+        how many were killed."""
+        r = self.cl.node(a).run(
+            "ss -K -t -n state established '( dport = :21064 or sport = :21064 ) and "
+            "dst %s' | grep -c 21064 || true" % C.node_addr(b), timeout=30)
+        return int(r.out.strip() or 0)
+
+    def provoke_and_kill(self, a, b):
+        """Make stock node a open a connection to b and kill it.  A 7.2 node
+        dials only when it has something to send; its debugfs rawmsg sends a
+        frame that is not DLM_OPTS as it is, unsequenced, so a DLM_ACK of 0
+        (which releases nothing on either layer while sequence numbers are
+        below 2^31) makes it connect without touching any sequence."""
+        frame = struct.pack("<IIIHBB", 0x00030002, 0, a, 16, 4, 0)
+        esc = "".join("\\%03o" % x for x in frame)
+        cl = self.cl
+        cl.node(a).run("printf '%s' > /tmp/ack0 && dd if=/tmp/ack0 "
+                       "of=/sys/kernel/debug/dlm/comms/%d/rawmsg bs=16 count=1 2>/dev/null"
+                       % (esc, b), timeout=30)
+        deadline = time.monotonic() + 5 * cl.scale
+        while time.monotonic() < deadline:
+            r = cl.node(a).run("ss -t -n state established '( dport = :21064 or sport = "
+                               ":21064 ) and dst %s' | grep -c 21064 || true" %
+                               C.node_addr(b), timeout=30)
+            if int(r.out.strip() or 0):
+                break
+            time.sleep(0.3)
+        n = self.kill_dlm_connections(a, b)
+        self.ctx.say("stock node %d had no live connection to node %d: a DLM_ACK of 0 "
+                     "through its rawmsg made it dial; ss -K killed %d" % (a, b, n))
+        return n
+
     def prove_stock_stall(self, dump, stalled, seen):
         """Kill the stock holders' connections and wait for the stalled
         nodes to make progress.  None if they did (recorded in
@@ -154,13 +188,15 @@ class StallWatch:
         for note, pairs in phases:
             if not pairs:
                 continue
-            t0 = time.monotonic()
             killed = {}
             for a, b in pairs:
-                r = cl.node(a).run(
-                    "ss -K -t -n state connected '( dport = :21064 or sport = :21064 ) and "
-                    "dst %s' | grep -c 21064 || true" % C.node_addr(b), timeout=30)
-                killed[(a, b)] = int(r.out.strip() or 0)
+                killed[(a, b)] = self.kill_dlm_connections(a, b)
+                if not killed[(a, b)]:
+                    # No live connection to kill (only closing ones, which
+                    # are no longer the DLM's): make the holder dial the
+                    # peer, then kill that one.
+                    killed[(a, b)] = self.provoke_and_kill(a, b)
+            t0 = time.monotonic()
             self.ctx.faults.add("reset")
             what = "; ".join("stock node %d held %d unacknowledged message(s) for node %d, "
                              "ss -K on node %d killed %d connection(s) to it" %

@@ -92,6 +92,14 @@ class ConsoleScanTest(unittest.TestCase):
                  "retransmits", ("reset",), "gap reset"),
                 ("dlm: node 3 skipped a message: resetting its connection so that it "
                  "retransmits", ("gap",), None),
+                # A refused connect (the peer does not listen yet) and the
+                # error report after it; any other error number fails.
+                ("[ 4.48] dlm: node 3: socket error sending to node 2, sk_err=111", (), None),
+                ("[ 4.49] dlm: node 3: socket error sending to node 1, sk_err=0", (), None),
+                ("[ 4.49] dlm: connect to node 1 try 1 error -111", (), None),
+                ("[ 4.49] dlm: connect to node 1 try 1 error -110", (), "connect error"),
+                ("[ 4.49] dlm: node 3: socket error sending to node 1, sk_err=1110", (),
+                 "socket error"),
                 # Routine lines.
                 ("dlm: got connection from 2", (), None),
                 ("dlm: connecting to 3", (), None),
@@ -171,6 +179,17 @@ class ParseTest(unittest.TestCase):
         self.assertFalse(S.expected_failure("badbytes", "LVB counter 5 != 6", ["stock"] * 3))
         self.assertFalse(S.expected_failure("join", err, ["stock"] * 3))
         self.assertFalse(S.expected_failure("badbytes", None, ["stock"] * 3))
+
+    def test_hostile_xfail_only_when_all_stock(self):
+        err = ("lock traffic STALLED under hostile frames: node 1 has 22 unacknowledged "
+               "message(s) for node 3")
+        flood = ("node 1 logged more than 50 lines for 100264 frames in 394 connections "
+                 "(at most 10 per 5 s over 17 s) from one call site")
+        for e in (err, flood):
+            self.assertTrue(S.expected_failure("hostile", e, ["stock"] * 3))
+            self.assertFalse(S.expected_failure("hostile", e, ["ours", "stock", "stock"]))
+            self.assertFalse(S.expected_failure("hostile", e, ["ours"] * 3))
+        self.assertFalse(S.expected_failure("hostile", "LVB counter 5 != 6", ["stock"] * 3))
 
     def test_xfail_only_for_stalls_of_all_stock(self):
         stall = "lock traffic STALLED under hub resets: node 1 has"
@@ -261,17 +280,27 @@ class ParseTest(unittest.TestCase):
                 return "dlmrs-torture x\n" * self.batches
 
             def run(self, script, timeout=60):
-                self.cl.kills.append((self.i, script.split("dst ")[1].split("'")[0]))
-                if (self.i, script.split("dst ")[1].split("'")[0]) in self.cl.cures:
+                if "rawmsg" in script:
+                    # The provoked dial: a live connection to the comm's node.
+                    peer = int(script.split("comms/")[1].split("/")[0])
+                    self.cl.live.add((self.i, "192.0.2.%d" % peer))
+                    self.cl.kills.append((self.i, "rawmsg %d" % peer))
+                    return C.Result(self.i, script, 0, "", "", 0)
+                dst = script.split("dst ")[1].split("'")[0]
+                live = (self.i, dst) in self.cl.live
+                if not script.startswith("ss -K"):
+                    return C.Result(self.i, script, 0, "%d\n" % live, "", 0)
+                self.cl.kills.append((self.i, dst))
+                if live and (self.i, dst) in self.cl.cures:
                     for n in self.cl.nodes.values():
                         n.batches += 1
-                return C.Result(self.i, script, 0, "1\n", "", 0)
+                return C.Result(self.i, script, 0, "%d\n" % live, "", 0)
 
         class Cluster:
             scale = 1
 
-            def __init__(self, dlm, cures):
-                self.dlm, self.cures, self.kills = dlm, cures, []
+            def __init__(self, dlm, cures, live):
+                self.dlm, self.cures, self.kills, self.live = dlm, cures, [], set(live)
                 self.nodes = {i: Node(self, i) for i in (1, 2, 3)}
                 self.transcript = type("T", (), {"write": lambda self, t: None})()
 
@@ -288,8 +317,10 @@ class ParseTest(unittest.TestCase):
                           "send_queue_count=%d version=0x00030002" % (b, n)]
             return "\n".join(lines) + "\n"
 
-        def prove(dlm, holds, cures):
-            cl = Cluster(dlm, cures)
+        everyone = {(a, "192.0.2.%d" % b) for a in (1, 2, 3) for b in (1, 2, 3) if a != b}
+
+        def prove(dlm, holds, cures, live=everyone):
+            cl = Cluster(dlm, cures, live)
             ctx = SC.Ctx(cl, "t", 0)
             ctx.say = lambda m: None
             done = type("P", (), {"done": threading.Event()})
@@ -321,6 +352,12 @@ class ParseTest(unittest.TestCase):
         self.assertIn("did not resume", why)
         self.assertEqual(len(kills), 2)
         self.assertEqual(ctx.stock_stalls, [])
+        # No live connection to kill (only closing ones): the holder is made
+        # to dial (rawmsg) and that connection is killed, which cures it.
+        why, kills, ctx = prove(["stock", ours, "stock"], [(1, 2, 1)], {(1, "192.0.2.2")},
+                                live=set())
+        self.assertIsNone(why)
+        self.assertEqual(kills, [(1, "192.0.2.2"), (1, "rawmsg 2"), (1, "192.0.2.2")])
         # Only ours holds messages: no stock holder, nothing killed, a failure.
         why, kills, _ = prove(["stock", ours, "stock"], [(2, 1, 7)], {(2, "192.0.2.1")})
         self.assertIn("no stock node holds", why)

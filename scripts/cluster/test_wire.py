@@ -287,6 +287,15 @@ class WireTest(unittest.TestCase):
         self.assertProblem(rep, "2 -> 1 ACK 3 is ahead: node 1 has sent only up to 1",
                            "2 -> 1 ACK 1 goes back", "1 -> 2 ACK 1 is ahead")
 
+    def test_ack_replay_is_stale_not_back(self):
+        def build(cap):
+            c = Conn(cap, 1, 2, 40001)
+            c.send(1, opts(1, 0, msg(1)), opts(1, 1, msg(1)), opts(1, 2, msg(1)))
+            c.send(2, ack(2, 1), ack(2, 2), ack(2, 1), ack(2, 1), ack(2, 3))
+        rep = self.judge(build)
+        self.assertEqual(rep.errors, [])
+        self.assertEqual(rep.stale_acks, 2)
+
     def test_header_rules(self):
         def build(cap):
             c = Conn(cap, 1, 2, 40001)
