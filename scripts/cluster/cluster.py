@@ -66,7 +66,8 @@ BAD_CONSOLE = re.compile(
 # lockspace before its comms listen: refused connects), partition (nodes cut
 # off from each other), loss (the hub drops, duplicates, reorders, delays
 # frames), alloc (allocation failures injected), hostile (adversarial frames
-# from a program).
+# from a program), rmcomm (a node's comm is removed while that node still
+# connects).
 OUR_WARNINGS = [
     ("message refused", r"dlm: send to node (?P<peer>\d+) refused", (), ()),
     ("send before version", r"dlm: send to node (?P<peer>\d+) before its version is known",
@@ -94,7 +95,13 @@ OUR_WARNINGS = [
     ("shutdown timeout", r"dlm: Connection to node (?P<peer>\d+) "
      r"(failed to shutdown|shutdown timed out)", ("dead", "partition"), ()),
     ("non-cluster connect", r"dlm: (connect from non cluster|invalid family from non cluster)",
-     ("hostile",), ()),
+     ("hostile", "rmcomm"), ()),
+    # Allocation failures injected into the socket calls: accept's new socket
+    # (-ENOMEM), and the bind of a connecting socket, which inet_csk_get_port
+    # reports as -EADDRINUSE when it cannot allocate its bind bucket.  C logs
+    # the same lines; the pending connection or the connect is tried again.
+    ("accept no memory", r"dlm: critical error accepting connection: -12$", ("alloc",), ()),
+    ("bind no memory", r"dlm: could not bind for connect: -98$", ("alloc",), ()),
     ("accept error", r"dlm: critical error accepting connection", (), ()),
     ("setup error", r"dlm: (can't start dlm_|Can't create comms socket|Can't bind|"
      r"cannot initialise comms|no local IP address|Invalid protocol identifier|"
@@ -708,6 +715,12 @@ class Cluster:
     kmemleak_judged = frozenset()
     KMEMLEAK_NOTICE = re.compile(r"kmemleak: \d+ new suspected memory leaks \(see ")
 
+    # Functions (lines -> lines) that remove what a scenario made the kernel
+    # log on purpose and has judged itself, e.g. the stack dump of every
+    # injected allocation failure (sc_allocfail.py); each must remove
+    # exactly those lines and nothing else.
+    console_filters = ()
+
     def console_problems(self, ids=None, faults=()):
         """Lines of the consoles that match BAD_CONSOLE, and on nodes running
         our dlm.ko the OUR_WARNINGS lines that faults (the faults the scenario
@@ -716,8 +729,11 @@ class Cluster:
         for i, node in sorted(self.nodes.items()):
             if ids is not None and i not in ids:
                 continue
+            lines = node.console_text().splitlines()
+            for f in self.console_filters:
+                lines = f(lines)
             bad = []
-            for l in node.console_text().splitlines():
+            for l in lines:
                 if BAD_CONSOLE.search(l):
                     if not (i in self.kmemleak_judged and self.KMEMLEAK_NOTICE.search(l)):
                         bad.append(l)

@@ -3,13 +3,13 @@
 """Build the initramfs of a dlm-rs test guest (python3 stdlib only).
 
 Contents: busybox-static with its applet links, the guest scripts of
-scripts/cluster/guest (/init, agent, dlm-controller, dlm-module, torture-loop), the
-static dlmt tool, the static hostile frame sender (tools/hostile), the kernel
-tree's modules (staged with ``make modules_install``, cached under build/), an
-optional alternative dlm.ko at /lib/modules/alt/dlm.ko, the dynamically linked
-host tools nft, ss and tc, and the host's cluster stack (Debian's corosync and
-dlm_controld with their tools, run by guest/cluster-stack), each with the
-libraries ldd reports.
+scripts/cluster/guest (/init, and agent, dlm-controller, cluster-stack, ... in
+/sbin), the static dlmt tool, the static hostile frame sender (tools/hostile),
+the kernel tree's modules (staged with ``make modules_install``, cached under
+build/), an optional alternative dlm.ko at /lib/modules/alt/dlm.ko, the
+dynamically linked host tools nft, ss and tc, and the host's cluster stack
+(Debian's corosync and dlm_controld with their tools, run by
+guest/cluster-stack), each with the libraries ldd reports.
 
 The archive is written directly in cpio "newc" format, so /dev/console can
 be a real device node without root, and compressed with gzip.
@@ -243,9 +243,10 @@ def build(kdir, out, alt_dlm=None, dlmt=None):
     for d in ("etc/corosync", "etc/dlm", "var/lib/corosync", "var/log/cluster"):
         c.dir(d)
     c.symlink("var/run", "/run")
-    for s in ("agent", "dlm-controller", "dlm-module", "torture-loop", "cluster-stack",
-              "udev-dlm"):
-        c.host_file("sbin/" + s, os.path.join(GUEST, s), 0o755)
+    # Every other guest script goes to /sbin (agent, dlm-controller, ...).
+    for s in sorted(os.listdir(GUEST)):
+        if s != "init" and not s.startswith("."):
+            c.host_file("sbin/" + s, os.path.join(GUEST, s), 0o755)
     dlmt = dlmt or find_dlmt()
     c.host_file("sbin/dlmt", dlmt, 0o755)
     c.host_file("sbin/hostile", find_hostile(), 0o755)

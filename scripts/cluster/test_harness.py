@@ -69,6 +69,19 @@ class ConsoleScanTest(unittest.TestCase):
                 ("dlm: node 1: socket error sending to node 2, sk_err=104", (), "socket error"),
                 ("dlm: node 1: socket error sending to node 2, sk_err=104", ("reset",), None),
                 ("dlm: node 1: Frobnicated { seq: 3 }", (), "other event"),
+                ("dlm: connect from non cluster IPv4 node 192.0.2.3", (),
+                 "non-cluster connect"),
+                ("dlm: connect from non cluster IPv4 node 192.0.2.3", ("reset",),
+                 "non-cluster connect"),
+                ("dlm: connect from non cluster IPv4 node 192.0.2.3", ("rmcomm",), None),
+                ("[ 1.2] dlm: critical error accepting connection: -12", ("alloc",), None),
+                ("[ 1.2] dlm: critical error accepting connection: -12", ("reset",),
+                 "accept no memory"),
+                ("[ 1.2] dlm: critical error accepting connection: -22", ("alloc",),
+                 "accept error"),
+                ("[ 1.2] dlm: could not bind for connect: -98", ("alloc",), None),
+                ("[ 1.2] dlm: could not bind for connect: -98", (), "bind no memory"),
+                ("[ 1.2] dlm: could not bind for connect: -13", ("alloc",), "setup error"),
                 # A gap: injected, or the lost resend of a stock peer after a reset;
                 # never from a node of ours otherwise.
                 ("dlm: node 2 skipped a message: resetting its connection so that it "

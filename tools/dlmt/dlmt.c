@@ -102,7 +102,7 @@ struct opts {
 	int mode;
 	bool have_iters, have_count, have_lockers, have_secs, have_mode;
 	bool force, convert, no_anchor, allow_invalid, raw, random, valblk;
-	bool local;
+	bool local, retry_nomem;
 };
 
 enum optkind { OK_FLAG, OK_STR, OK_U64, OK_MODE };
@@ -134,6 +134,7 @@ static const struct optspec optspecs[] = {
 	{ "allow-invalid", OK_FLAG, OFF(allow_invalid), 0,
 	  B(CMD_TORTURE) | B(CMD_LVB) },
 	{ "raw", OK_FLAG, OFF(raw), 0, B(CMD_LVB) },
+	{ "retry-nomem", OK_FLAG, OFF(retry_nomem), 0, B(CMD_TORTURE) },
 	{ "prefix", OK_STR, OFF(prefix), 0, B(CMD_BENCH) | B(CMD_HOLD) },
 	{ "count", OK_U64, OFF(count), OFF(have_count),
 	  B(CMD_BENCH) | B(CMD_HOLD) },
@@ -171,7 +172,8 @@ static const char usage_text[] =
 "  join LS                     create or join lockspace LS\n"
 "  leave LS [--force]          remove lockspace LS\n"
 "  torture LS --res NAME --iters N [--tag T] [--convert] [--no-anchor]\n"
-"                              [--allow-invalid] [--record DEV [--record-base B]]\n"
+"                              [--allow-invalid] [--retry-nomem]\n"
+"                              [--record DEV [--record-base B]]\n"
 "  lvb LS NAME [--raw] [--allow-invalid]\n"
 "  bench LS --prefix P --count M --lockers K --secs S [--mode EX|PR]\n"
 "                              [--random] [--seed N]\n"
@@ -776,9 +778,29 @@ static int ls_misc_name(const char *ls, char *out, size_t len)
 	return snprintf(out, len, "dlm_%s", ls) >= (int)len ? -1 : 0;
 }
 
+/*
+ * --retry-nomem: opening the lockspace device and lock and unlock writes
+ * that the kernel refused synchronously with ENOMEM or ENOBUFS (an
+ * allocation of the lock manager or of the comms layer failed; see
+ * README.rst) are made again after 1 ms, until --timeout.  Counted in
+ * nomem_retries.
+ */
+static uint64_t nomem_retries;
+
+static bool retry_nomem(ssize_t r, int err, int64_t since)
+{
+	if (r >= 0 || !g_o.retry_nomem || (err != ENOMEM && err != ENOBUFS) ||
+	    now_ns() - since > timeout_ns())
+		return false;
+	nomem_retries++;
+	usleep(1000);
+	return true;
+}
+
 static int open_lockspace(const char *ls)
 {
 	char name[128], path[PATH_MAX];
+	int64_t t0;
 	int fd, r;
 
 	if (ls_misc_name(ls, name, sizeof(name)))
@@ -791,7 +813,10 @@ static int open_lockspace(const char *ls)
 	}
 	if (r)
 		return -1;
-	fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	t0 = now_ns();
+	do
+		fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+	while (retry_nomem(fd, errno, t0));
 	if (fd < 0) {
 		errmsg("open %s: %s", path, strerror(errno));
 		return -1;
@@ -857,7 +882,9 @@ static long submit_lock(int fd, int slot, int mode, uint32_t flags,
 	if (namelen)
 		memcpy(w.r.i.lock.name, name, namelen);
 	wd_enter(slot, "a lock request");
-	r = write(fd, &w, sizeof(w.r) + namelen);
+	do
+		r = write(fd, &w, sizeof(w.r) + namelen);
+	while (retry_nomem(r, errno, wd_busy[slot]));
 	wd_leave(slot);
 	if (r < 0)
 		return -errno;
@@ -885,7 +912,9 @@ static long submit_unlock(int fd, int slot, uint32_t lkid, uint32_t flags,
 	if (lvb)
 		memcpy(w.r.i.lock.lvb, lvb, LVB_LEN);
 	wd_enter(slot, "an unlock request");
-	r = write(fd, &w, sizeof(w.r));
+	do
+		r = write(fd, &w, sizeof(w.r));
+	while (retry_nomem(r, errno, wd_busy[slot]));
 	wd_leave(slot);
 	if (r < 0)
 		return -errno;
@@ -1575,8 +1604,11 @@ static int cmd_torture(void)
 		       invalid);
 	printf("torture ls=%s res=%s iters=%" PRIu64 " ok=%" PRIu64
 	       " first=%" PRIu64 " last=%" PRIu64 " invalid=%" PRIu64
-	       " ops_per_sec=%" PRIu64 "\n",
+	       " ops_per_sec=%" PRIu64,
 	       ls, res, g_o.iters, ok, first, last, invalid, rate(ok, t1 - t0));
+	if (g_o.retry_nomem)
+		printf(" nomem_retries=%" PRIu64, nomem_retries);
+	printf("\n");
 	fflush(stdout);
 	rc = 0;
 out:
@@ -2151,6 +2183,9 @@ static void selftest_parse(void)
 	ST_CHECK(st_parse("torture --res R --iters 5 t", &o, err,
 			  sizeof(err)) == 0);
 	ST_CHECK(!strcmp(o.pos[0], "t"));
+	ST_CHECK(st_parse("torture t --res R --iters 3 --retry-nomem", &o, err,
+			  sizeof(err)) == 0 && o.retry_nomem);
+	ST_CHECK(st_parse("lvb t R --retry-nomem", &o, err, sizeof(err)) != 0);
 	ST_CHECK(st_parse("torture t --res R --iters 5 --record /dev/vda --record-base 40",
 			  &o, err, sizeof(err)) == 0);
 	ST_CHECK(!strcmp(o.record, "/dev/vda") && o.record_base == 40);
