@@ -13,7 +13,7 @@
 # --stock-verdicts; recorded verdicts are listed, not counted).  The debug stage
 # builds the debug kernel flavour and runs the scenarios marked for it
 # (suite.py --debug-set) with our dlm.ko on every node, and allocfail once more
-# in a mixed cluster (churn's mixed run is in the cluster stage).  Every stage
+# in a mixed cluster.  Every stage
 # runs even when an earlier one failed (unless it needs what failed); stage
 # times are printed at the end.  The last line is "check: N passed, M failed, X XFAIL"
 # with the tests of every stage added up (XFAIL: the stock C layer's documented
@@ -220,9 +220,6 @@ if want cluster; then
 			# which judges more (KASAN, lockdep, kmemleak): not twice.
 			suite cluster-ours --kdir "$kdir" --dlm "$ours" --skip-debug-set
 			suite cluster-mixed --kdir "$kdir" --mix "$ours"
-			# churn is in the debug set (all ours there); its mixed run is
-			# here, where the stock nodes' config.c leak is not judged.
-			suite cluster-mixed-churn --kdir "$kdir" --mix "$ours" --only churn
 		else
 			fail "cluster suites with our dlm.ko (not built)"
 		fi
@@ -248,9 +245,7 @@ if want debug; then
 				--cycles "$debug_cycles" --resets-secs 20 --require-kmemleak
 			# Issue 9's allocfail needs the debug flavour's fault injection and
 			# must also pass with a stock peer: one mixed cluster (its
-			# placement), about 3 min.  (churn's mixed run is in the cluster
-			# stage: on this flavour every stock node that removes a node
-			# entry from a lockspace leaks it, config.c's leak of "cycles".)
+			# placement), about 3 min.
 			suite debug-mixed --kdir "$dkdir" --mix "$top/build/kmod-debug/dlm.ko" \
 				--only allocfail
 		else
