@@ -9,7 +9,10 @@
 #                     per-node list such as DLM=ours,stock,stock)
 #   make check        every test: host tests of the protocol core, simulator, harness unit
 #                     tests and the cluster suite; ends with "N passed, M failed"
-#   make bench        the cluster's torture and bench numbers, stock C layer then ours
+#   make bench        the benchmark (Documentation/benchmarks.rst): the stock C layer and
+#                     ours alternated on the same 2-node and 3-node clusters, 5 rounds
+#                     each; the table and build/bench/ratios.png (BENCH_ARGS= passes
+#                     options to scripts/cluster/bench.py, e.g. --null or --doc)
 #
 # KDIR defaults to the cached test-kernel tree built by scripts/kernel.sh; pass KDIR= to
 # use another Rust-enabled 7.2 tree.
@@ -24,7 +27,7 @@ ifeq ($(origin KDIR),undefined)
 KDIR = $(eval KDIR := $(shell bash scripts/kernel.sh))$(KDIR)
 endif
 
-.PHONY: all setup kernel tools host-check check cluster bench clean
+.PHONY: all setup kernel tools bench-tools host-check check cluster bench clean
 
 all: modules
 
@@ -36,6 +39,9 @@ kernel: setup
 
 tools:
 	$(MAKE) -C tools/dlmt
+
+bench-tools: kernel
+	$(MAKE) -C tools/dlmbench KDIR=$(KDIR)
 
 host-check:
 	bash scripts/check.sh --only host
@@ -50,10 +56,10 @@ dlm_spec = $(subst ours,$(OURS),$(DLM))
 cluster: kernel tools modules
 	python3 scripts/cluster/run.py --kdir $(KDIR) --dlm $(dlm_spec)
 
-bench: kernel tools modules
-	@mkdir -p build
-	python3 scripts/cluster/run.py --kdir $(KDIR) --dlm stock | tee build/bench-stock.log
-	python3 scripts/cluster/run.py --kdir $(KDIR) --dlm $(OURS) | tee build/bench-ours.log
+bench: kernel tools bench-tools modules
+	@mkdir -p build/bench
+	python3 scripts/cluster/bench.py --kdir $(KDIR) --ours $(OURS) $(BENCH_ARGS) \
+		2>&1 | tee build/bench/bench.log; exit $${PIPESTATUS[0]}
 
 clean: module-clean
 	rm -rf build
