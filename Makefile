@@ -4,9 +4,10 @@
 #
 #   make              build dlm.ko (Rust comms + the lock-manager C files of $(KDIR)/fs/dlm)
 #   make kernel       fetch and build the cached test kernel (FLAVOUR=base|debug)
-#   make cluster      the main job: boot a 3-node QEMU cluster with our dlm.ko and run lock
-#                     traffic across it (DLM=stock for the stock C layer, or a comma-separated
-#                     per-node list such as DLM=ours,stock,stock)
+#   make cluster      the main job: boot a 3-node QEMU cluster with our dlm.ko under corosync
+#                     and dlm_controld and run lock traffic across it (DLM=stock for the stock
+#                     C layer, or a comma-separated per-node list such as DLM=ours,stock,stock;
+#                     STACK=static for the harness's static membership controller)
 #   make check        every test: host tests of the protocol core, simulator, harness unit
 #                     tests and the cluster suite; ends with "N passed, M failed"
 #   make bench        the benchmark (Documentation/benchmarks.rst): the stock C layer and
@@ -51,11 +52,14 @@ check:
 
 OURS := $(CURDIR)/build/kmod/dlm.ko
 DLM ?= ours
+STACK ?= controld
 dlm_spec = $(subst ours,$(OURS),$(DLM))
 
 cluster: kernel tools modules
-	python3 scripts/cluster/run.py --kdir $(KDIR) --dlm $(dlm_spec)
+	python3 scripts/cluster/run.py --kdir $(KDIR) --dlm $(dlm_spec) --stack $(STACK)
 
+# The static controller for bench: no corosync or dlm_controld sharing the
+# guests' emulated CPU with the traffic measured.
 bench: kernel tools bench-tools modules
 	@mkdir -p build/bench
 	python3 scripts/cluster/bench.py --kdir $(KDIR) --ours $(OURS) $(BENCH_ARGS) \

@@ -30,7 +30,8 @@ to every link (and overrides earlier per-link values of that setting).
   stats                      ok frames= dropped= duplicated= delayed=
                              reordered= resets= rst_frames= partitioned=
                              forwarded= flooded= send_errors= overflow=
-                             bad_frames= ctl_errors= flows= queued= spoken=
+                             bad_frames= ctl_errors= captured= flows=
+                             queued= spoken=
   drop PCT [A B]             drop PCT % of frames
   delay MS [JITTER_MS] [A B] delay by MS +- uniform JITTER_MS (FIFO per link)
   dup PCT [A B]              send PCT % of frames twice
@@ -44,6 +45,11 @@ to every link (and overrides earlier per-link values of that setting).
   reset-every MS [A B]       reset every MS ms until reset-stop
   reset-stop
   seed S                     re-seed the PRNG
+  pcap PATH                  record frames in PATH (relative: in the hub's
+                             directory), replacing any capture in progress:
+                             ok file=PATH
+  pcap off                   stop recording: ok captured=N (frames in the
+                             file just closed)
   quit                       reply ok, then exit
   ping | show | flows | help additions for people: pid, current settings,
                              known connections, command list
@@ -54,8 +60,15 @@ share); ``duplicated``/``delayed``/``reordered`` frame copies affected;
 ``resets`` connections killed; ``rst_frames`` RST frames sent;
 ``send_errors`` frames lost because a node's socket was gone; ``overflow``
 frames lost because a node did not read (its queue holds 2048); ``bad_frames``
-runts and frames from unknown senders; ``queued`` frames waiting for a slow
-node now; ``spoken`` nodes heard from.
+runts and frames from unknown senders; ``captured`` frames written to pcap
+files; ``queued`` frames waiting for a slow node now; ``spoken`` nodes heard
+from.
+
+A capture (``--pcap`` or the ``pcap`` command) holds every frame as the hub
+received it from a node, before any impairment, plus every RST the hub
+crafts: the senders' view of the wire.  A frame the hub then drops is in the
+file, and so is the sender's TCP retransmission of it; duplicates and
+reordering the hub adds are not.
 
 See ``python3 scripts/hub.py --help`` and scripts/hubctl.py for a client.
 """
@@ -332,7 +345,7 @@ class Hub:
     COUNTERS = ("frames", "dropped", "duplicated", "delayed", "reordered",
                 "resets", "rst_frames", "partitioned", "forwarded",
                 "flooded", "send_errors", "overflow", "bad_frames",
-                "ctl_errors")
+                "ctl_errors", "captured")
     # Read-only commands a runner may poll: not logged unless they fail.
     QUIET_COMMANDS = ("stats", "ping", "show", "flows", "help")
 
@@ -346,6 +359,8 @@ class Hub:
         self.reorder_hold = reorder_hold_ms / 1000.0
         self.reset_port = reset_port
         self.pcap = pcap
+        self.pcap_path = None
+        self.pcap_frames = 0
         self.pcap_errors = 0
         self.c = dict.fromkeys(self.COUNTERS, 0)
         self.default = Impair()
@@ -396,11 +411,35 @@ class Hub:
     # ---------------------------------------------------------------- pcap
     def pcap_open(self, path):
         """Record every frame received from a node, and every RST the hub
-        crafts, in classic pcap format (tcpdump -r / wireshark)."""
+        crafts, in classic pcap format (tcpdump -r / wireshark), replacing
+        any capture in progress.  Raises OSError if path cannot be
+        written."""
         f = open(path, "wb")
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-        f.flush()
+        try:
+            f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+            f.flush()
+        except OSError:
+            f.close()
+            raise
+        self.pcap_close()
         self.pcap = f
+        self.pcap_path = path
+        self.pcap_frames = 0
+
+    def pcap_close(self):
+        """Stop recording; returns the number of frames in the file."""
+        n = self.pcap_frames
+        if self.pcap is not None:
+            try:
+                self.pcap.close()
+            except OSError as e:
+                self.pcap_errors += 1
+                self.log_rl("pcap", "pcap close: %s" % e)
+            self.log("pcap %s closed: %d frames" % (self.pcap_path, n))
+        self.pcap = None
+        self.pcap_path = None
+        self.pcap_frames = 0
+        return n
 
     def pcap_write(self, frame):
         t = time.time()
@@ -409,6 +448,8 @@ class Hub:
             self.pcap.write(struct.pack("<IIII", sec, int((t - sec) * 1e6),
                                         len(frame), len(frame)) + frame)
             self.pcap.flush()
+            self.pcap_frames += 1
+            self.c["captured"] += 1
         except OSError as e:
             self.pcap_errors += 1
             self.log_rl("pcap", "pcap write: %s" % e)
@@ -463,11 +504,7 @@ class Hub:
         for port in self.ports.values():
             if port.sock is not None:
                 port.sock.close()
-        if self.pcap is not None:
-            try:
-                self.pcap.close()
-            except OSError:
-                pass
+        self.pcap_close()
         self.log("stopped: " + self.stats_line())
 
     # ---------------------------------------------------------------- timers
@@ -1139,6 +1176,18 @@ class Hub:
             self.rng.seed(s)
             self.seed = s
             return "ok"
+        if cmd == "pcap":
+            if len(args) != 1:
+                raise CtlError("usage: pcap PATH | pcap off")
+            if args[0] == "off":
+                return "ok captured=%d" % self.pcap_close()
+            path = os.path.join(self.dir, args[0])
+            try:
+                self.pcap_open(path)
+            except OSError as e:
+                raise CtlError("pcap %s: %s" % (path, e.strerror or e))
+            self.log("pcap: recording in %s" % path)
+            return "ok file=%s" % path
         if cmd == "quit":
             if args:
                 raise CtlError("usage: quit")
@@ -1158,6 +1207,8 @@ class Hub:
                     gs.setdefault(g, []).append(str(n))
                 parts.append("partition=" + "/".join(
                     ",".join(v) for _, v in sorted(gs.items())))
+            if self.pcap_path is not None:
+                parts.append("pcap=%s" % self.pcap_path)
             if self.reset_every is not None:
                 ms, a, b = self.reset_every
                 parts.append("reset_every=%g%s" % (
@@ -1173,8 +1224,8 @@ class Hub:
             return "ok " + " ".join(parts)
         if cmd == "help":
             return ("ok commands=stats,drop,delay,dup,reorder,clear,partition,"
-                    "heal,reset,reset-every,reset-stop,seed,quit,ping,show,"
-                    "flows,help")
+                    "heal,reset,reset-every,reset-stop,seed,pcap,quit,ping,"
+                    "show,flows,help")
         raise CtlError("unknown command %r (try help)" % cmd)
 
 

@@ -139,6 +139,15 @@ class HubClient:
     def seed(self, s):
         return self.command("seed", s)
 
+    def pcap(self, path):
+        """Start recording frames in path (relative: in the hub's
+        directory); returns the file's absolute path."""
+        return self.command("pcap", path)["file"]
+
+    def pcap_off(self):
+        """Stop recording; returns the number of frames recorded."""
+        return self.command("pcap", "off")["captured"]
+
     def quit(self):
         return self.command("quit")
 

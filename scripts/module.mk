@@ -15,13 +15,14 @@
 # The lock-manager C files are not part of dlm-rs: they are symlinked from
 # $(KDIR)/fs/dlm at build time into the gitignored build/kmod, next to
 # symlinks to our Rust crate and C shim, and Kbuild links all of them into one
-# dlm.ko.  lowcomms.c and midcomms.c are left out; the Rust crate provides
-# their ABI.
+# dlm.ko.  config.c, lowcomms.c and midcomms.c are left out; the Rust crate
+# provides their ABI (config.h, lowcomms.h and midcomms.h stay: the C files
+# include them).
 
 DLMRS_TOP   := $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/..)
 DLMRS_KMOD  := $(DLMRS_TOP)/build/kmod
-# Every fs/dlm C file except the two comms files we replace.
-DLMRS_C_OUT := lowcomms.c midcomms.c
+# Every fs/dlm C file except the three we replace.
+DLMRS_C_OUT := config.c lowcomms.c midcomms.c
 DLMRS_JOBS  ?= 2
 # A tree built with clang (the debug flavour) needs the same LLVM toolchain for
 # its modules: LLVM=-<major> when only the versioned clang-<major> exists.

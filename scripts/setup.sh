@@ -17,6 +17,10 @@ PKGS=(
 	clang-19 lld-19
 	# guests and harness
 	qemu-system-x86 busybox-static gfs2-utils nftables iproute2 e2fsprogs
+	# the cluster stack staged into the guests (never started on the host)
+	corosync dlm-controld
+	# the wire oracle: tshark's DLM3 dissector decodes the hub's pcap
+	tshark
 )
 
 missing=()
@@ -27,7 +31,28 @@ if [ ${#missing[@]} -gt 0 ]; then
 	log "installing: ${missing[*]}"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	# corosync and dlm-controld are for the guests: a policy-rc.d that denies
+	# every start keeps their services from starting on the host during the
+	# install (one already there, e.g. a container's, is left alone).
+	own_policy=
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		printf '#!/bin/sh\n# dlm-rs setup.sh: install only, start nothing\nexit 101\n' \
+			>/usr/sbin/policy-rc.d
+		chmod 755 /usr/sbin/policy-rc.d
+		own_policy=1
+	fi
+	rc=0
+	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || rc=$?
+	[ -z "$own_policy" ] || rm -f /usr/sbin/policy-rc.d
+	[ "$rc" = 0 ] || { log "apt-get install failed ($rc)"; exit "$rc"; }
+	# Nor at the host's next boot.
+	case " ${missing[*]} " in
+	*" corosync "* | *" dlm-controld "*)
+		if [ -d /run/systemd/system ]; then
+			systemctl disable --quiet corosync.service dlm.service 2>/dev/null || true
+		fi
+		;;
+	esac
 fi
 
 # Rust: the rustup toolchain already on the machine, plus rust-src for the

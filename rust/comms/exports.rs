@@ -18,11 +18,12 @@ use kernel::{
 
 use super::{
     ffi,
-    log::log_print,
+    log::{log_print, warn_on_once},
     lowcomms::{self, comms},
     midcomms::{self, Handle},
     node::{io, Node},
     sock::SockAddr,
+    sync::NofsScope,
 };
 
 fn errno(e: Error) -> c_int {
@@ -52,19 +53,19 @@ extern "C" fn dlm_lowcomms_is_running() -> bool {
 #[no_mangle]
 extern "C" fn dlm_lowcomms_connect_node(nodeid: c_int) -> c_int {
     let Some(node) = lookup(nodeid) else {
-        kernel::warn_on!(true);
+        warn_on_once!(true);
         return ENOENT.to_errno();
     };
-    if node.main.try_lock().is_some_and(|m| m.sock.is_none()) {
-        let _tx = node.tx.lock();
-        node.io_test_and_set(io::CONNECT);
-        lowcomms::queue_swork(&node);
-    }
+    // The send work connects if there is no connection (and forgets the request if there is
+    // one); asking it never waits for the node's socket lock.
+    let _tx = node.tx.lock();
+    node.io_test_and_set(io::CONNECT);
+    lowcomms::queue_swork(&node);
     0
 }
 
 #[no_mangle]
-extern "C" fn dlm_lowcomms_nodes_set_mark(nodeid: c_int, mark: c_uint) -> c_int {
+pub(crate) extern "C" fn dlm_lowcomms_nodes_set_mark(nodeid: c_int, mark: c_uint) -> c_int {
     let Some(node) = lookup(nodeid) else {
         return ENOENT.to_errno();
     };
@@ -83,13 +84,12 @@ unsafe extern "C" fn dlm_lowcomms_new_msg(
     cb: Option<unsafe extern "C" fn(*mut c_void)>,
     data: *mut c_void,
 ) -> *mut c_void {
-    if !(16..=lowcomms::MAX_SOCKET_BUFSIZE as c_int).contains(&len) {
-        kernel::warn_on!(true);
+    if warn_on_once!(!(16..=lowcomms::MAX_SOCKET_BUFSIZE as c_int).contains(&len)) {
         log_print!("failed to allocate a buffer of size {}", len);
         return core::ptr::null_mut();
     }
     let Some(node) = lookup(nodeid) else {
-        kernel::warn_on!(true);
+        warn_on_once!(true);
         return core::ptr::null_mut();
     };
     match midcomms::new_plain(node, len as usize, cb, data) {
@@ -151,7 +151,7 @@ unsafe extern "C" fn dlm_midcomms_get_mhandle(
     ppc: *mut *mut c_char,
 ) -> *mut c_void {
     let Some(node) = lookup(nodeid) else {
-        kernel::warn_on!(true);
+        warn_on_once!(true);
         return core::ptr::null_mut();
     };
     if len < 0 {
@@ -186,32 +186,34 @@ unsafe extern "C" fn dlm_midcomms_commit_mhandle(
 /// `addr` must point to a `struct sockaddr_storage`.
 #[no_mangle]
 unsafe extern "C" fn dlm_midcomms_addr(nodeid: c_int, addr: *const c_void) -> c_int {
-    let Some(c) = comms() else {
-        return ENOMEM.to_errno();
-    };
     // SAFETY: `addr` points to a `sockaddr_storage` per the contract.
     let a = unsafe { SockAddr::from_ptr(addr) };
-    if let Some(node) = c.node(nodeid) {
-        return match node.add_addr(&a) {
-            Ok(()) => 0,
-            Err(e) => errno(e),
-        };
+    match midcomms_addr(nodeid, &a) {
+        Ok(()) => 0,
+        Err(e) => errno(e),
     }
-    let node = match Node::new(nodeid, &a, ffi::config::mark()) {
-        Ok(n) => n,
-        Err(e) => return errno(e),
+}
+
+/// `dlm_midcomms_addr()` for the configfs `addr` write.
+pub(crate) fn midcomms_addr(nodeid: c_int, a: &SockAddr) -> Result {
+    let c = comms().ok_or(ENOMEM)?;
+    if let Some(node) = c.node(nodeid) {
+        return node.add_addr(a);
+    }
+    let node = {
+        // configfs serves a cluster file system's daemon: no reclaim into it (C: GFP_NOFS).
+        let _nofs = NofsScope::enter();
+        Node::new(nodeid, a, ffi::config::mark())?
     };
     {
         let mut nodes = c.nodes.lock();
         if nodes.iter().any(|n| n.nodeid == nodeid) {
-            return EEXIST.to_errno();
+            return Err(EEXIST);
         }
-        if let Err(e) = nodes.push(node.clone(), GFP_ATOMIC) {
-            return errno(e.into());
-        }
+        nodes.push(node.clone(), GFP_ATOMIC)?;
     }
     debugfs_create(&node);
-    0
+    Ok(())
 }
 
 #[cfg(CONFIG_DLM_DEBUG)]
@@ -244,19 +246,15 @@ extern "C" fn dlm_midcomms_version_wait() {
     }
 }
 
-/// Stops and frees everything of one node that is no longer in the table.
+/// Stops and frees everything of one node that is no longer in the table: no I/O, nothing of
+/// it delivered any more, queues freed, debugfs gone.
 fn finish_node(c: &lowcomms::Comms, node: &Arc<Node>) {
-    lowcomms::stop_node_io(c, node);
-    {
-        let mut tx = node.tx.lock();
-        tx.wq.entries.clear();
-        tx.unacked.clear();
-    }
+    lowcomms::close_node(c, node);
     debugfs_delete(node);
 }
 
 #[no_mangle]
-extern "C" fn dlm_midcomms_close(nodeid: c_int) -> c_int {
+pub(crate) extern "C" fn dlm_midcomms_close(nodeid: c_int) -> c_int {
     let Some(c) = comms() else {
         return ENOENT.to_errno();
     };
@@ -286,7 +284,7 @@ extern "C" fn dlm_midcomms_start() -> c_int {
     let Some(c) = comms() else {
         return ENOMEM.to_errno();
     };
-    match lowcomms::start(&c) {
+    match lowcomms::start(c) {
         Ok(()) => 0,
         Err(e) => errno(e),
     }
@@ -295,7 +293,7 @@ extern "C" fn dlm_midcomms_start() -> c_int {
 #[no_mangle]
 extern "C" fn dlm_midcomms_stop() {
     if let Some(c) = comms() {
-        lowcomms::stop(&c);
+        lowcomms::stop(c);
     }
 }
 
@@ -315,7 +313,7 @@ extern "C" fn dlm_midcomms_exit() {
             finish_node(&c, node);
         }
         drop(nodes);
-        lowcomms::stop(&c);
+        lowcomms::stop(c);
     }
     lowcomms::exit();
 }
@@ -332,7 +330,7 @@ extern "C" fn dlm_midcomms_add_member(nodeid: c_int) {
     match lookup(nodeid) {
         Some(node) => midcomms::add_member(&node),
         None => {
-            kernel::warn_on!(true);
+            warn_on_once!(true);
         }
     }
 }
@@ -349,7 +347,8 @@ extern "C" fn dlm_midcomms_remove_member(nodeid: c_int) {
 /// `node` must be debugfs private data from `dlm_midcomms_addr()`.
 #[no_mangle]
 unsafe extern "C" fn dlm_midcomms_state(node: *const c_void) -> *const c_char {
-    // SAFETY: Per the contract.
+    // SAFETY: debugfs passes back the private data `dlm_midcomms_addr()` gave it, and calls us
+    // only while the file exists, i.e. before `finish_node` removed it (the caller's contract).
     midcomms::state_name(unsafe { debug_node(node) }).as_char_ptr()
 }
 
@@ -358,7 +357,8 @@ unsafe extern "C" fn dlm_midcomms_state(node: *const c_void) -> *const c_char {
 /// `node` must be debugfs private data from `dlm_midcomms_addr()`.
 #[no_mangle]
 unsafe extern "C" fn dlm_midcomms_flags(node: *const c_void) -> c_ulong {
-    // SAFETY: Per the contract.
+    // SAFETY: debugfs passes back the private data `dlm_midcomms_addr()` gave it, and calls us
+    // only while the file exists, i.e. before `finish_node` removed it (the caller's contract).
     midcomms::flags(unsafe { debug_node(node) }) as c_ulong
 }
 
@@ -367,7 +367,8 @@ unsafe extern "C" fn dlm_midcomms_flags(node: *const c_void) -> c_ulong {
 /// `node` must be debugfs private data from `dlm_midcomms_addr()`.
 #[no_mangle]
 unsafe extern "C" fn dlm_midcomms_send_queue_cnt(node: *const c_void) -> c_int {
-    // SAFETY: Per the contract.
+    // SAFETY: debugfs passes back the private data `dlm_midcomms_addr()` gave it, and calls us
+    // only while the file exists, i.e. before `finish_node` removed it (the caller's contract).
     midcomms::send_queue_cnt(unsafe { debug_node(node) })
 }
 
@@ -376,7 +377,8 @@ unsafe extern "C" fn dlm_midcomms_send_queue_cnt(node: *const c_void) -> c_int {
 /// `node` must be debugfs private data from `dlm_midcomms_addr()`.
 #[no_mangle]
 unsafe extern "C" fn dlm_midcomms_version(node: *const c_void) -> u32 {
-    // SAFETY: Per the contract.
+    // SAFETY: debugfs passes back the private data `dlm_midcomms_addr()` gave it, and calls us
+    // only while the file exists, i.e. before `finish_node` removed it (the caller's contract).
     unsafe { debug_node(node) }.version.load(Ordering::Acquire)
 }
 
@@ -390,7 +392,8 @@ unsafe extern "C" fn dlm_midcomms_rawmsg_send(
     buf: *const c_void,
     buflen: c_int,
 ) -> c_int {
-    // SAFETY: Per the contract.
+    // SAFETY: debugfs passes back the private data `dlm_midcomms_addr()` gave it, and calls us
+    // only while the file exists, i.e. before `finish_node` removed it (the caller's contract).
     let n = unsafe { debug_node(node) };
     let Some(node) = lookup(n.nodeid) else {
         return ENOENT.to_errno();

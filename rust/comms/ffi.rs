@@ -3,10 +3,13 @@
 //! Declarations of the C functions the comms layer calls that `kernel::bindings` does not
 //! provide: our thin C shim (`rust/shim/dlm_shim.c`), a few exported networking helpers whose
 //! header (`net/sock.h`, `linux/tcp.h`) bindgen does not see, and the lock manager's own
-//! functions and globals (`lock.c`, `config.c`, `debug_fs.c`) that live in the same module.
+//! functions (`lock.c`, `debug_fs.c`) that live in the same module; plus the safe reads of the
+//! `dlm_config` tunables and our node id for the transport (the Rust `config` owns them).
 //!
-//! Nothing here is called directly by the protocol code: the wrappers in `sock.rs`, `sync.rs`,
-//! `page.rs` and `dlm.rs` are the only users.
+//! The raw functions are called by the wrappers in `sock.rs`, `sync.rs`, `page.rs`,
+//! `configfs.rs`, `dlm.rs` and `log.rs`, by the C entry points of `exports.rs`, and for the
+//! upcall `dlm_receive_buffer()` and the socket callbacks by `midcomms.rs` and `lowcomms.rs`;
+//! `config`, `fault` and `our_nodeid` below are safe wrappers.
 
 #![allow(improper_ctypes)]
 
@@ -31,25 +34,6 @@ impl SkCallbacks {
         state_change: None,
         error_report: None,
     };
-}
-
-/// Mirror of `struct dlm_config_info` (fs/dlm/config.h, 7.2), the cluster tunables that
-/// config.c keeps in the global `dlm_config`.
-#[repr(C)]
-pub(crate) struct DlmConfigInfo {
-    pub(crate) ci_tcp_port: u16,
-    pub(crate) ci_buffer_size: c_uint,
-    pub(crate) ci_rsbtbl_size: c_uint,
-    pub(crate) ci_recover_timer: c_uint,
-    pub(crate) ci_toss_secs: c_uint,
-    pub(crate) ci_scan_secs: c_uint,
-    pub(crate) ci_log_debug: c_uint,
-    pub(crate) ci_log_info: c_uint,
-    pub(crate) ci_protocol: c_uint,
-    pub(crate) ci_mark: c_uint,
-    pub(crate) ci_new_rsb_count: c_uint,
-    pub(crate) ci_recover_callbacks: c_uint,
-    pub(crate) ci_cluster_name: [c_char; 64],
 }
 
 extern "C" {
@@ -81,6 +65,10 @@ extern "C" {
     pub(crate) fn dlm_rs_sock_write_space(sock: *mut bindings::socket, app_limited: bool);
     pub(crate) fn dlm_rs_memalloc_nofs_save() -> c_uint;
     pub(crate) fn dlm_rs_memalloc_nofs_restore(flags: c_uint);
+    pub(crate) fn dlm_rs_configfs_add_default_group(
+        new_group: *mut bindings::config_group,
+        group: *mut bindings::config_group,
+    );
 
     pub(crate) fn dlm_rs_trace_send(nodeid: c_int, ret: c_int);
     pub(crate) fn dlm_rs_trace_recv(nodeid: c_int, ret: c_int);
@@ -95,6 +83,11 @@ extern "C" {
     pub(crate) fn dlm_rs_trace_recv_message(dst: u32, seq: u32, ms: *const c_void);
     pub(crate) fn dlm_rs_trace_recv_rcom(dst: u32, seq: u32, rc: *const c_void);
 
+    pub(crate) fn dlm_rs_fault_init();
+    pub(crate) fn dlm_rs_fault_exit();
+    pub(crate) fn dlm_rs_fault_accept_stall() -> bool;
+    pub(crate) fn dlm_rs_fault_rx_hold() -> bool;
+
     // Exported by the networking core; declared in headers bindgen does not include.
     pub(crate) fn release_sock(sk: *mut bindings::sock);
     pub(crate) fn tcp_sock_set_nodelay(sk: *mut bindings::sock);
@@ -104,49 +97,77 @@ extern "C" {
 
     // The lock manager (same module).
     pub(crate) fn dlm_receive_buffer(p: *const c_void, nodeid: c_int);
-    pub(crate) fn dlm_our_nodeid() -> c_int;
+    // config_exports.rs (the Rust config.h)
     pub(crate) fn dlm_our_addr(addr: *mut c_void, num: c_int) -> c_int;
     pub(crate) fn dlm_create_debug_comms_file(nodeid: c_int, data: *mut c_void) -> *mut c_void;
     pub(crate) fn dlm_delete_debug_comms_file(ctx: *mut c_void);
-    pub(crate) static dlm_config: DlmConfigInfo;
 }
 
-/// The `dlm_config` tunables the transport reads.
+/// The `dlm_config` tunables the transport reads (atomics of `config`'s `dlm_config`).
 pub(crate) mod config {
-    use super::{dlm_config, DlmConfigInfo};
-
-    fn cfg() -> &'static DlmConfigInfo {
-        // SAFETY: `dlm_config` is a static of config.c that lives as long as the module.
-        unsafe { &dlm_config }
-    }
-
     /// `ci_tcp_port`, network byte order.
     pub(crate) fn tcp_port_be() -> u16 {
-        // SAFETY: Plain racy read of a word-sized tunable, as the C layer does.
-        unsafe { core::ptr::read_volatile(&raw const cfg().ci_tcp_port) }
+        super::super::config::tcp_port_be()
     }
 
     /// `ci_buffer_size`.
     pub(crate) fn buffer_size() -> usize {
-        // SAFETY: As above.
-        unsafe { core::ptr::read_volatile(&raw const cfg().ci_buffer_size) as usize }
+        super::super::config::buffer_size() as usize
     }
 
     /// `ci_protocol`.
     pub(crate) fn protocol() -> u32 {
-        // SAFETY: As above.
-        unsafe { core::ptr::read_volatile(&raw const cfg().ci_protocol) }
+        super::super::config::protocol()
     }
 
     /// `ci_mark`.
     pub(crate) fn mark() -> u32 {
-        // SAFETY: As above.
-        unsafe { core::ptr::read_volatile(&raw const cfg().ci_mark) }
+        super::super::config::mark()
     }
 }
 
-/// Our node id.
+/// Our node id (`dlm_our_nodeid()`): lockless, 0 while no comm is local.
 pub(crate) fn our_nodeid() -> i32 {
-    // SAFETY: Lockless read in config.c; valid once a local comm exists, which start checks.
-    unsafe { dlm_our_nodeid() }
+    super::config::our_nodeid()
+}
+
+/// Whether the current task may administer the system (`capable(CAP_SYS_ADMIN)`), as the
+/// privileged configfs stores ask.
+pub(crate) fn capable_sys_admin() -> bool {
+    // SAFETY: `capable()` only reads the current task's credentials (and may note the use of
+    // the capability for auditing); configfs stores run in process context.
+    unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as c_int) }
+}
+
+/// Test-only fault points of the debug test kernel (`CONFIG_FAULT_INJECTION_DEBUG_FS`): standard
+/// fault attributes under `/sys/kernel/debug/dlm_accept_stall/` and `.../dlm_rx_hold/`, off
+/// until a test arms them.  They open race windows that a single-vCPU guest cannot open by
+/// itself (`Documentation/testing.rst`); on other kernels they are constant `false`.
+pub(crate) mod fault {
+    /// Creates the debugfs attributes (module init).
+    pub(crate) fn init() {
+        // SAFETY: Called once from `dlm_midcomms_init()`; the shim only registers static
+        // attributes.
+        unsafe { super::dlm_rs_fault_init() }
+    }
+
+    /// Removes them (module exit).
+    pub(crate) fn exit() {
+        // SAFETY: Called once from `dlm_midcomms_exit()`, after `init`.
+        unsafe { super::dlm_rs_fault_exit() }
+    }
+
+    /// `dlm_accept_stall`: the accept work stalls between finding a connection's node and
+    /// installing the socket.
+    pub(crate) fn accept_stall() -> bool {
+        // SAFETY: `should_fail()` on a static attribute; any context.
+        unsafe { super::dlm_rs_fault_accept_stall() }
+    }
+
+    /// `dlm_rx_hold`: the `dlm_process` worker leaves the received buffers queued for its next
+    /// run instead of processing them now.
+    pub(crate) fn rx_hold() -> bool {
+        // SAFETY: `should_fail()` on a static attribute; any context.
+        unsafe { super::dlm_rs_fault_rx_hold() }
+    }
 }

@@ -26,6 +26,20 @@ macro_rules! log_print_ratelimited {
 }
 pub(crate) use log_print_ratelimited;
 
+/// `WARN_ON_ONCE(cond)`: a kernel warning (with a backtrace) the first time `cond` holds at
+/// this call site; evaluates to `cond`.
+macro_rules! warn_on_once {
+    ($cond:expr) => {{
+        static WARNED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+        let cond: bool = $cond;
+        if cond && !WARNED.swap(true, core::sync::atomic::Ordering::Relaxed) {
+            kernel::warn_on!(true);
+        }
+        cond
+    }};
+}
+pub(crate) use warn_on_once;
+
 /// A small burst limiter over `jiffies`.
 pub(crate) struct RateLimit {
     start: AtomicUsize,
@@ -64,6 +78,13 @@ pub(crate) fn jiffies() -> usize {
     unsafe { core::ptr::read_volatile(&raw const bindings::jiffies) as usize }
 }
 
+/// Milliseconds on the monotonic clock (`ktime_get()`), for the protocol's timeouts.
+pub(crate) fn monotonic_ms() -> u64 {
+    // SAFETY: `ktime_get()` may be called from any context once timekeeping is up.
+    let ns = unsafe { bindings::ktime_get() };
+    (ns.max(0) as u64) / 1_000_000
+}
+
 /// The comms tracepoints of `include/trace/events/dlm.h`.
 pub(crate) mod trace {
     use super::super::ffi;
@@ -71,13 +92,13 @@ pub(crate) mod trace {
 
     /// `dlm_send`: result of one `sock_sendmsg()`.
     pub(crate) fn send(nodeid: i32, ret: c_int) {
-        // SAFETY: Plain values.
+        // SAFETY: The shim only passes the two integers to the tracepoint.
         unsafe { ffi::dlm_rs_trace_send(nodeid, ret) }
     }
 
     /// `dlm_recv`: result of one `kernel_recvmsg()`.
     pub(crate) fn recv(nodeid: i32, ret: c_int) {
-        // SAFETY: Plain values.
+        // SAFETY: The shim only passes the two integers to the tracepoint.
         unsafe { ffi::dlm_rs_trace_recv(nodeid, ret) }
     }
 

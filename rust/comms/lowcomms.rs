@@ -18,11 +18,10 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 use kernel::{
     bindings,
     ffi::c_void,
-    new_condvar,
     new_mutex,
     prelude::*,
-    sync::{Arc, ArcBorrow, CondVar, Mutex},
-    time::{delay::fsleep, msecs_to_jiffies, Delta},
+    sync::{Arc, ArcBorrow, Mutex},
+    time::{delay::fsleep, msecs_to_jiffies, Delta, Jiffies},
     workqueue::{impl_has_work, new_work, Queue, Work, WorkItem}, //
 };
 
@@ -34,7 +33,10 @@ use super::{
     midcomms,
     node::{io, Conn, Node},
     sock::{Io, SockAddr, Socket},
-    sync::{cancel_arc_work, new_spinlock_bh, NofsScope, OwnedQueue, SpinLockBh},
+    sync::{
+        cancel_delayed_work, cancel_work, new_spinlock_bh, new_wait_queue, NofsScope, OwnedQueue,
+        SpinLockBh, WaitQueue,
+    },
 };
 
 /// Largest message on the wire (`DLM_MAX_SOCKET_BUFSIZE`).
@@ -46,6 +48,10 @@ const SHUTDOWN_WAIT_MS: u32 = 5000;
 const LISTEN_BACKLOG: i32 = 128;
 /// Bounded work per send-worker run before it requeues itself (fairness, as C's RESCHED).
 const SEND_BATCH: usize = 64;
+/// How long the `dlm_accept_stall` test hook stalls the accept work.
+const ACCEPT_STALL_MS: i64 = 5000;
+/// Pause before a worker retries after an allocation failed.
+const RETRY_MS: i64 = 10;
 
 /// A buffer of whole received messages waiting for the BH worker.
 pub(crate) struct RxBuf {
@@ -82,8 +88,9 @@ pub(crate) struct Comms {
     local: SpinLockBh<SockAddr>,
     #[pin]
     rxq: SpinLockBh<KVec<RxBuf>>,
+    /// Woken when the `dlm_process` worker emptied `rxq`.
     #[pin]
-    rxq_wait: CondVar,
+    rxq_wait: WaitQueue,
     /// Keeps `dlm_midcomms_close()` and `dlm_midcomms_shutdown()` apart.
     #[pin]
     pub(crate) close_lock: Mutex<()>,
@@ -102,13 +109,17 @@ impl_has_work! {
 static COMMS: AtomicPtr<Comms> = AtomicPtr::new(core::ptr::null_mut());
 
 /// The global comms state, if initialised.
+///
+/// The `'static` borrow rests on the module's life cycle: `exit` releases the reference only
+/// after every node, socket and work item is gone, and C calls no comms function after
+/// `dlm_midcomms_exit()`.  Work items and sockets hold an `Arc` of their own.
 pub(crate) fn comms() -> Option<ArcBorrow<'static, Comms>> {
     let p = COMMS.load(Ordering::Acquire);
     if p.is_null() {
         return None;
     }
     // SAFETY: `p` came from `Arc::into_raw` in `init` and is only released by `exit` after every
-    // caller is gone (C calls no comms function after `dlm_midcomms_exit()`).
+    // caller is gone (see above).
     Some(unsafe { ArcBorrow::from_raw(p) })
 }
 
@@ -125,7 +136,7 @@ pub(crate) fn init() -> Result {
             orig_cbs <- new_spinlock_bh!(SkCallbacks::NONE, "dlm_orig_cbs"),
             local <- new_spinlock_bh!(SockAddr::zeroed(), "dlm_local"),
             rxq <- new_spinlock_bh!(KVec::new(), "dlm_rxq"),
-            rxq_wait <- new_condvar!("dlm_rxq_wait"),
+            rxq_wait <- new_wait_queue!("dlm_rxq_wait"),
             close_lock <- new_mutex!((), "dlm_close_lock"),
             accept_work <- new_work!("dlm_accept_work"),
             process_work <- new_work!("dlm_process_work"),
@@ -133,11 +144,13 @@ pub(crate) fn init() -> Result {
         GFP_KERNEL,
     )?;
     COMMS.store(Arc::into_raw(c).cast_mut(), Ordering::Release);
+    ffi::fault::init();
     Ok(())
 }
 
 /// Frees the global state (`dlm_midcomms_exit()`); every node must be gone.
 pub(crate) fn exit() {
+    ffi::fault::exit();
     let p = COMMS.swap(core::ptr::null_mut(), Ordering::AcqRel);
     if !p.is_null() {
         // SAFETY: `p` is the reference leaked by `init`; nobody uses it any more.
@@ -174,16 +187,26 @@ impl Comms {
             .cloned()
     }
 
-    /// A snapshot of all nodes.
+    /// A snapshot of all nodes; process context.  It cannot come back short: the array is
+    /// allocated with a sleeping allocation outside the table lock, and again (after a pause)
+    /// until that succeeds, so that shutdown and version wait never skip a node.
     pub(crate) fn all_nodes(&self) -> KVec<Arc<Node>> {
-        let nodes = self.nodes.lock();
-        let mut v = KVec::new();
-        if v.reserve(nodes.len(), GFP_ATOMIC).is_ok() {
-            for n in nodes.iter() {
-                let _ = v.push_within_capacity(n.clone());
+        let _nofs = NofsScope::enter();
+        loop {
+            let n = self.nodes.lock().len();
+            let Ok(mut v) = KVec::with_capacity(n, GFP_KERNEL) else {
+                fsleep(Delta::from_millis(RETRY_MS));
+                continue;
+            };
+            let nodes = self.nodes.lock();
+            if nodes.len() > v.capacity() {
+                continue;
             }
+            for node in nodes.iter() {
+                let _ = v.push_within_capacity(node.clone());
+            }
+            return v;
         }
-        v
     }
 
     fn node_by_addr(&self, a: &SockAddr) -> Option<Arc<Node>> {
@@ -240,6 +263,17 @@ pub(crate) fn queue_swork(node: &Arc<Node>) {
     }
 }
 
+/// Queues the check of a sequence gap from `node` to run in `delay` jiffies, unless it is
+/// queued already or I/O is stopped; any context.
+pub(crate) fn queue_gwork(node: &Arc<Node>, delay: Jiffies) {
+    if node.io_test(io::IO_STOP) {
+        return;
+    }
+    if let Some(q) = comms().as_ref().and_then(|c| c.io_queue()) {
+        let _ = q.enqueue_delayed::<Arc<Node>, 2>(node.clone(), delay);
+    }
+}
+
 /// Requeues the running send work itself (keeps `SEND_PENDING`).
 fn requeue_swork(node: Arc<Node>) {
     if node.io_test(io::IO_STOP) {
@@ -266,7 +300,8 @@ fn requeue_swork(node: Arc<Node>) {
 ///
 /// `p` must come from `Arc::into_raw` of an `Arc<Node>` and not be used afterwards.
 unsafe fn drop_node_ref(p: *const c_void) {
-    // SAFETY: Per the contract.
+    // SAFETY: `p` is the reference `install_node_sock` leaked with `Arc::into_raw` for the
+    // socket; the socket drops it exactly once, after its callbacks were restored.
     drop(unsafe { Arc::from_raw(p.cast::<Node>()) });
 }
 
@@ -284,7 +319,7 @@ unsafe fn drop_nothing(_p: *const c_void) {}
 /// `sk` must be a live socket inside one of our node callbacks; the returned borrow must not
 /// outlive the callback.
 unsafe fn sk_node<'a>(sk: *mut bindings::sock) -> Option<ArcBorrow<'a, Node>> {
-    // SAFETY: Per the contract.
+    // SAFETY: The caller is one of our callbacks of the live socket `sk`.
     let p = unsafe { Socket::user_data(sk) }.cast::<Node>();
     if p.is_null() {
         return None;
@@ -387,7 +422,7 @@ fn install_node_sock(c: &Comms, node: &Arc<Node>, sock: &mut Socket) {
 // ---- start / shutdown / stop ------------------------------------------------------------
 
 /// `dlm_lowcomms_start()`.
-pub(crate) fn start(c: &Comms) -> Result {
+pub(crate) fn start(c: ArcBorrow<'_, Comms>) -> Result {
     let mut local = SockAddr::zeroed();
     // SAFETY: `local` has room for a `sockaddr_storage`.
     if unsafe { ffi::dlm_our_addr(local.as_mut_ptr(), 0) } != 0 {
@@ -395,7 +430,7 @@ pub(crate) fn start(c: &Comms) -> Result {
         return Err(Error::from_errno(-(bindings::ENOTCONN as i32)));
     }
     let mut second = SockAddr::zeroed();
-    // SAFETY: As above.
+    // SAFETY: `second` has room for a `sockaddr_storage`.
     if unsafe { ffi::dlm_our_addr(second.as_mut_ptr(), 1) } == 0 {
         log_print!("Detect multi-homed hosts but use only the first IP address.");
         log_print!("SCTP is not supported by this dlm build; TCP uses the first address only.");
@@ -434,7 +469,14 @@ pub(crate) fn start(c: &Comms) -> Result {
         q.process = Some(pwq);
     }
 
-    if let Err(e) = listen_for_all(c, &local) {
+    // Nodes stopped by a previous `stop` may do I/O again (not the removed ones).
+    for node in c.all_nodes().iter() {
+        let _tx = node.tx.lock();
+        if !node.io_test(io::CLOSED) {
+            node.io_test_and_clear(io::IO_STOP);
+        }
+    }
+    if let Err(e) = listen_for_all(&c, &local) {
         stop(c);
         return Err(e);
     }
@@ -477,64 +519,65 @@ fn listen_for_all(c: &Comms, local: &SockAddr) -> Result {
     Ok(())
 }
 
-/// Waits (sleeping) until `node`'s main socket is gone or `ms` pass; false on timeout.
+/// Waits (sleeping, uninterruptibly like C) until `node`'s main socket is gone or `ms` pass;
+/// false on timeout.
 fn wait_main_closed(node: &Node, ms: u32) -> bool {
-    let deadline = super::log::jiffies().wrapping_add(msecs_to_jiffies(ms) as usize);
-    let mut main = node.main.lock();
-    while main.sock.is_some() {
-        let now = super::log::jiffies();
-        let left = deadline.wrapping_sub(now) as isize;
-        if left <= 0 {
-            return false;
-        }
-        let _ = node
-            .wait
-            .wait_interruptible_timeout(&mut main, left.min(10) as kernel::time::Jiffies);
-    }
-    true
+    node.wait
+        .wait_timeout(&node.main, msecs_to_jiffies(ms), |main| main.sock.is_none())
 }
 
-/// Stops and cancels all I/O of `node` and closes its sockets (sleeps).
-pub(crate) fn stop_node_io(c: &Comms, node: &Arc<Node>) {
-    node.io_test_and_set(io::IO_STOP);
+/// Stops and cancels all I/O of `node` and closes its sockets (sleeps).  `IO_STOP` is set with
+/// the node lock held, as C sets `CF_IO_STOP` under the write queue lock: a commit either
+/// queued its send work before (cancelled below) or sees the bit.
+pub(crate) fn stop_node_io(node: &Arc<Node>) {
+    {
+        let _tx = node.tx.lock();
+        node.io_test_and_set(io::IO_STOP);
+    }
     node.main.lock().close();
     node.other.lock().close();
-    cancel_node_work::<0>(node);
-    cancel_node_work::<1>(node);
+    cancel_work::<Node, 0>(node.as_arc_borrow());
+    cancel_work::<Node, 1>(node.as_arc_borrow());
+    cancel_delayed_work::<Node, 2>(node.as_arc_borrow());
     node.io_test_and_clear(io::RECV_PENDING);
     node.io_test_and_clear(io::SEND_PENDING);
     node.io_test_and_clear(io::APP_LIMITED);
-    let _ = c;
+    node.io_test_and_clear(io::RESET);
+    node.wait.notify_all();
 }
 
-fn cancel_node_work<const ID: u64>(node: &Arc<Node>)
-where
-    Node: kernel::workqueue::HasWork<Node, ID>,
-{
-    // SAFETY: `node` is a live `Arc<Node>`, and node work items are only enqueued as
-    // `Arc<Node>` (`queue_swork`, `queue_rwork`).
-    unsafe { cancel_arc_work::<Node, ID>(Arc::as_ptr(node)) }
+/// `dlm_midcomms_close()` transport part, for a node already out of the table: no I/O any
+/// more, nothing it sent is delivered any more (what is queued for the lock manager is
+/// dropped, and a delivery in progress is waited for), and its queues are freed.
+pub(crate) fn close_node(c: &Comms, node: &Arc<Node>) {
+    node.io_test_and_set(io::CLOSED);
+    stop_node_io(node);
+    // Buffers of other nodes stay, in order.  (A buffer being processed right now sees
+    // `CLOSED` before its next message; the flush waits for it.)
+    c.rxq.lock().retain(|b| !Arc::ptr_eq(&b.node, node));
+    if let Some(q) = c.queues.lock().process.as_ref() {
+        q.flush();
+    }
+    let mut tx = node.tx.lock();
+    tx.wq.clear();
+    tx.unacked.clear();
+    tx.resend_next = None;
 }
 
-fn cancel_comms_work<const ID: u64>(c: ArcBorrow<'_, Comms>)
-where
-    Comms: kernel::workqueue::HasWork<Comms, ID>,
-{
-    let p: *const Comms = &*c;
-    // SAFETY: `c` borrows the live global `Arc<Comms>`, and its work items are only enqueued
-    // as `Arc<Comms>`.
-    unsafe { cancel_arc_work::<Comms, ID>(p) }
-}
-
-/// `dlm_lowcomms_shutdown()`: closes the listen socket, half-closes every connection, waits up
-/// to 5 s for each peer's end of stream, then closes and forgets queued output.
-pub(crate) fn shutdown(c: ArcBorrow<'_, Comms>) {
+/// Closes the listen socket and cancels the accept work: no new connection comes in.
+fn stop_listening(c: ArcBorrow<'_, Comms>) {
     c.running.store(false, Ordering::Release);
     let listen = c.listen.lock().take();
     drop(listen);
-    cancel_comms_work::<0>(c);
+    cancel_work::<Comms, 0>(c);
+}
 
-    for node in c.all_nodes().iter() {
+/// `dlm_lowcomms_shutdown()` for `nodes`: closes the listen socket, half-closes every
+/// connection, waits up to 5 s for each peer's end of stream, then closes and forgets queued
+/// output.
+pub(crate) fn shutdown(c: ArcBorrow<'_, Comms>, nodes: &[Arc<Node>]) {
+    stop_listening(c);
+    for node in nodes.iter() {
         if let Some(q) = c.queues.lock().io.as_ref() {
             q.flush();
         }
@@ -560,20 +603,31 @@ pub(crate) fn shutdown(c: ArcBorrow<'_, Comms>) {
                 node.nodeid
             );
         }
-        stop_node_io(&c, node);
+        stop_node_io(node);
         if let Some(q) = c.queues.lock().process.as_ref() {
             q.flush();
         }
-        node.tx.lock().wq.entries.clear();
-        node.io_test_and_clear(io::IO_STOP);
+        let mut tx = node.tx.lock();
+        tx.wq.clear();
+        tx.resend_next = None;
+        // As C's allow_connection_io(): the node may do I/O again until `stop`.
+        if !node.io_test(io::CLOSED) {
+            node.io_test_and_clear(io::IO_STOP);
+        }
     }
 }
 
-/// `dlm_lowcomms_stop()`: destroys the workqueues.
-pub(crate) fn stop(c: &Comms) {
-    c.running.store(false, Ordering::Release);
-    let listen = c.listen.lock().take();
-    drop(listen);
+/// `dlm_lowcomms_stop()`: destroys the workqueues.  Before that every node's I/O is stopped
+/// (its sockets closed with our callbacks restored, its work items cancelled, `IO_STOP` set so
+/// that nothing queues new ones) and the accept and processing works are cancelled, so no
+/// socket callback or work item can reach a destroyed queue.
+pub(crate) fn stop(c: ArcBorrow<'_, Comms>) {
+    stop_listening(c);
+    let nodes = c.all_nodes();
+    for node in nodes.iter() {
+        stop_node_io(node);
+    }
+    cancel_work::<Comms, 1>(c);
     c.io_wq.store(core::ptr::null_mut(), Ordering::Release);
     c.process_wq.store(core::ptr::null_mut(), Ordering::Release);
     let (io, process) = {
@@ -582,7 +636,8 @@ pub(crate) fn stop(c: &Comms) {
     };
     drop(io);
     drop(process);
-    c.rxq.lock().clear();
+    let rx = core::mem::take(&mut *c.rxq.lock());
+    drop(rx);
 }
 
 // ---- accept -----------------------------------------------------------------------------
@@ -597,7 +652,7 @@ impl WorkItem<0> for Comms {
             return;
         };
         loop {
-            let mut sock = match lsock.accept() {
+            let sock = match lsock.accept() {
                 Ok(Some(s)) => s,
                 Ok(None) => break,
                 Err(e) => {
@@ -605,51 +660,71 @@ impl WorkItem<0> for Comms {
                     break;
                 }
             };
-            let Ok(mut peer) = sock.peer_addr() else {
-                continue;
-            };
-            peer.set_port_be(0);
-            let Some(node) = c.node_by_addr(&peer) else {
-                match peer.family() {
-                    bindings::AF_INET => log_print!("connect from non cluster IPv4 node {}", peer),
-                    bindings::AF_INET6 => log_print!("connect from non cluster IPv6 node {}", peer),
-                    _ => log_print!("invalid family from non cluster node"),
-                }
-                // Dropping `sock` refuses the peer; keep accepting the others.
-                continue;
-            };
-            sock.set_mark(node.mark.load(Ordering::Relaxed));
-            log_print!("got connection from {}", node.nodeid);
-            install_node_sock(&c, &node, &mut sock);
-            {
-                let mut main = node.main.lock();
-                if main.sock.is_none() {
-                    // Our outgoing connect has not happened: this becomes the main socket.
-                    main.close();
-                    main.sock = Some(sock);
-                    node.io_test_and_set(io::RESEND);
-                    let _tx = node.tx.lock();
-                    queue_swork(&node);
-                } else {
-                    // Crossed connects: keep ours for sending, receive on this one.
-                    let mut other = node.other.lock();
-                    other.close();
-                    other.sock = Some(sock);
-                    // A peer that connects again while we still have a main socket may have lost
-                    // its end of it (a reset we never saw, so our socket looks alive): send the
-                    // unacknowledged messages again.  On a live socket they are duplicates the
-                    // peer drops and re-acks; on a dead one the peer's reset makes us reconnect.
-                    let tx = node.tx.lock();
-                    if tx.unacked.len() != 0 {
-                        node.io_test_and_set(io::RESEND);
-                        queue_swork(&node);
-                    }
-                }
-            }
-            node.io.fetch_or(io::RECV_INTR, Ordering::AcqRel);
-            queue_rwork(&node);
+            accept_one(&c, sock);
         }
     }
+}
+
+/// Maps an accepted connection to its node and installs it.
+fn accept_one(c: &Comms, mut sock: Socket) {
+    let Ok(mut peer) = sock.peer_addr() else {
+        return;
+    };
+    peer.set_port_be(0);
+    let Some(node) = c.node_by_addr(&peer) else {
+        match peer.family() {
+            bindings::AF_INET => log_print!("connect from non cluster IPv4 node {}", peer),
+            bindings::AF_INET6 => log_print!("connect from non cluster IPv6 node {}", peer),
+            _ => log_print!("invalid family from non cluster node"),
+        }
+        // Dropping `sock` refuses the peer; the caller accepts the others.
+        return;
+    };
+    if ffi::fault::accept_stall() {
+        // Test hook (debug kernels only): lets a close of the node run between the lookup and
+        // the installation of the socket.
+        fsleep(Delta::from_millis(ACCEPT_STALL_MS));
+    }
+    sock.set_mark(node.mark.load(Ordering::Relaxed));
+    install_node_sock(c, &node, &mut sock);
+    let mut main = node.main.lock();
+    // `dlm_midcomms_close()` (or a shutdown) sets `IO_STOP` before it closes the node's
+    // sockets under this lock: a connection accepted after that would stay open, with our
+    // callbacks, owned by nobody.  Refuse it.
+    if node.io_test(io::IO_STOP) {
+        drop(main);
+        log_print_ratelimited!(
+            "refused a connection from node {}: its comm is closed",
+            node.nodeid
+        );
+        return;
+    }
+    log_print!("got connection from {}", node.nodeid);
+    if main.sock.is_none() {
+        // Our outgoing connect has not happened: this becomes the main socket.
+        main.close();
+        main.sock = Some(sock);
+        node.io_test_and_set(io::RESEND);
+        let _tx = node.tx.lock();
+        queue_swork(&node);
+    } else {
+        // Crossed connects: keep ours for sending, receive on this one.
+        let mut other = node.other.lock();
+        other.close();
+        other.sock = Some(sock);
+        // A peer that connects again while we still have a main socket may have lost its end
+        // of it (a reset we never saw, so our socket looks alive): send the unacknowledged
+        // messages again.  On a live socket they are duplicates the peer drops and re-acks; on
+        // a dead one the peer's reset makes us reconnect.
+        let tx = node.tx.lock();
+        if tx.unacked.len() != 0 {
+            node.io_test_and_set(io::RESEND);
+            queue_swork(&node);
+        }
+    }
+    drop(main);
+    node.io.fetch_or(io::RECV_INTR, Ordering::AcqRel);
+    queue_rwork(&node);
 }
 
 // ---- connect and send -------------------------------------------------------------------
@@ -694,12 +769,14 @@ fn install_connected(node: &Arc<Node>, main: &mut Conn, sock: Socket) {
 }
 
 /// Closes the main socket after an error or end of stream: drops the partly sent head page
-/// (the reliable layer retransmits whole messages after the reconnect).
+/// and the copies made for the connection (the reliable layer retransmits whole messages
+/// after the reconnect).
 fn close_main(node: &Arc<Node>, main: &mut Conn) {
     main.close();
     {
         let mut tx = node.tx.lock();
-        tx.wq.drop_dirty_head();
+        tx.wq.connection_lost();
+        tx.resend_next = None;
         // A socket that waited for write space will never report it now.
         node.io_test_and_clear(io::APP_LIMITED);
     }
@@ -752,6 +829,87 @@ fn send_one(node: &Arc<Node>, sock: &Socket) -> SendStep {
     }
 }
 
+/// What the send work does after a step.
+enum Next {
+    /// Go on in this run.
+    More,
+    /// Connect (without holding the main socket), then go on.
+    Connect,
+    /// Stop; `SEND_PENDING` is clear (something queues the work again when needed).
+    Done,
+    /// Run again after a pause (no memory, failed connect).
+    Later(i64),
+    /// Run again at once (a fair share of the worker was used).
+    Again,
+}
+
+/// One step of the send work, holding the main socket.
+fn send_step(node: &Arc<Node>, main: &mut Conn) -> Next {
+    if node.io_test(io::IO_STOP) {
+        node.io_test_and_clear(io::SEND_PENDING);
+        return Next::Done;
+    }
+    if main.sock.is_none() {
+        let tx = node.tx.lock();
+        if !midcomms::wants_connection(node, &tx) {
+            // Cleared under the node lock: a commit after this queues us again.
+            node.io_test_and_clear(io::SEND_PENDING);
+            main.retries = 0;
+            return Next::Done;
+        }
+        return Next::Connect;
+    } else {
+        // Connected: a lockspace's request to connect is met.
+        node.io_test_and_clear(io::CONNECT);
+    }
+    if node.io_test(io::RESEND) {
+        match midcomms::resend_unacked(node) {
+            Ok(true) => {}
+            // A reservation is open; its commit queues us again.
+            Ok(false) => return Next::Done,
+            Err(_) => return Next::Later(RETRY_MS),
+        }
+    }
+    let Some(sock) = main.sock.as_ref() else {
+        return Next::More;
+    };
+    match send_one(node, sock) {
+        SendStep::Sent => Next::More,
+        SendStep::Idle => Next::Done,
+        SendStep::Wait => Next::Again,
+        SendStep::Broken => {
+            close_main(node, main);
+            Next::More
+        }
+    }
+}
+
+/// After a connect made without the main socket lock (now held again).
+fn connected(node: &Arc<Node>, main: &mut Conn, res: Result<Socket>) -> Next {
+    match res {
+        Ok(sock) => install_connected(node, main, sock),
+        Err(e) => {
+            main.retries += 1;
+            log_print!(
+                "connect to node {} try {} error {}",
+                node.nodeid,
+                main.retries,
+                e.to_errno()
+            );
+            return Next::Later(1000);
+        }
+    }
+    // A close or shutdown that set `IO_STOP` while we connected closed the sockets it saw; it
+    // may have missed this one (as main or as the receive-only socket).
+    if node.io_test(io::IO_STOP) {
+        main.close();
+        node.other.lock().close();
+        node.io_test_and_clear(io::SEND_PENDING);
+        return Next::Done;
+    }
+    Next::More
+}
+
 impl WorkItem<1> for Node {
     type Pointer = Arc<Node>;
 
@@ -760,67 +918,37 @@ impl WorkItem<1> for Node {
             return;
         };
         let _nofs = NofsScope::enter();
+        // Keep a page ready for the senders in atomic context, and place what the protocol
+        // could not place under memory pressure.
+        node.top_up(GFP_KERNEL);
+        if node.tx.lock().peer.owes() && !midcomms::flush_owed(&node) {
+            fsleep(Delta::from_millis(RETRY_MS));
+            requeue_swork(node);
+            return;
+        }
         let mut main = node.main.lock();
         for _ in 0..SEND_BATCH {
-            if node.io_test(io::IO_STOP) {
-                node.io_test_and_clear(io::SEND_PENDING);
-                return;
-            }
-            if main.sock.is_none() {
-                {
-                    let tx = node.tx.lock();
-                    if !midcomms::wants_connection(&node, &tx) {
-                        // Cleared under the node lock: a commit after this queues us again.
-                        node.io_test_and_clear(io::SEND_PENDING);
-                        main.retries = 0;
-                        return;
-                    }
-                }
-                drop(main);
-                let res = connect(&c, &node);
-                main = node.main.lock();
-                match res {
-                    Ok(sock) => install_connected(&node, &mut main, sock),
-                    Err(e) => {
-                        main.retries += 1;
-                        log_print!(
-                            "connect to node {} try {} error {}",
-                            node.nodeid,
-                            main.retries,
-                            e.to_errno()
-                        );
-                        drop(main);
-                        fsleep(Delta::from_millis(1000));
-                        requeue_swork(node);
-                        return;
-                    }
-                }
-                if node.io_test(io::IO_STOP) {
-                    main.close();
-                    node.io_test_and_clear(io::SEND_PENDING);
-                    return;
-                }
-            }
-            if node.io_test(io::RESEND) && !midcomms::resend_unacked(&node) {
-                // A reservation is still open; try again shortly.
-                drop(main);
-                requeue_swork(node);
-                return;
-            }
-            let Some(sock) = main.sock.as_ref() else {
-                continue;
-            };
-            match send_one(&node, sock) {
-                SendStep::Sent => {}
-                SendStep::Idle => return,
-                SendStep::Wait => {
+            let next = match send_step(&node, &mut main) {
+                Next::Connect => {
+                    // Without the socket lock: a connect that hangs (a peer that drops SYNs)
+                    // must not stop receiving from or accepting the same node.
                     drop(main);
+                    let res = connect(&c, &node);
+                    main = node.main.lock();
+                    connected(&node, &mut main, res)
+                }
+                next => next,
+            };
+            match next {
+                Next::More | Next::Connect => {}
+                Next::Done => return,
+                Next::Later(ms) => {
+                    drop(main);
+                    fsleep(Delta::from_millis(ms));
                     requeue_swork(node);
                     return;
                 }
-                SendStep::Broken => {
-                    close_main(&node, &mut main);
-                }
+                Next::Again => break,
             }
         }
         drop(main);
@@ -834,10 +962,13 @@ impl WorkItem<1> for Node {
 enum Drain {
     Done,
     Closed,
+    /// No memory: try again shortly.
     Retry,
+    /// The receive queue is long: stop reading until the `dlm_process` worker drained it.
+    Backlog,
 }
 
-fn drain(c: &Comms, node: &Arc<Node>, conn: &mut Conn) -> Drain {
+fn drain(c: &Arc<Comms>, node: &Arc<Node>, conn: &mut Conn) -> Drain {
     loop {
         let Some(sock) = conn.sock.as_ref() else {
             return Drain::Done;
@@ -879,19 +1010,26 @@ fn drain(c: &Comms, node: &Arc<Node>, conn: &mut Conn) -> Drain {
             return Drain::Closed;
         }
         buf.truncate(complete);
-        if complete > 0 && hand_over(c, node, buf).is_err() {
-            // Messages taken off the socket are gone: reset the connection so the peer
-            // retransmits them rather than leave a gap in the sequence.
-            log_print_ratelimited!("no memory for messages from node {}", node.nodeid);
-            sock.set_abort_on_close();
-            return Drain::Closed;
+        if complete == 0 {
+            continue;
+        }
+        match hand_over(c, node, buf) {
+            Ok(backlog) if backlog > MAX_PROCESS_BUFFERS => return Drain::Backlog,
+            Ok(_) => {}
+            Err(()) => {
+                // Messages taken off the socket are gone: reset the connection so the peer
+                // retransmits them rather than leave a gap in the sequence.
+                log_print_ratelimited!("no memory for messages from node {}", node.nodeid);
+                sock.set_abort_on_close();
+                return Drain::Closed;
+            }
         }
     }
 }
 
-/// Queues whole messages for the `dlm_process` BH worker, in arrival order, and applies C's
-/// back-pressure.  On `Err` (no memory for the queue entry) the messages are dropped.
-fn hand_over(c: &Comms, node: &Arc<Node>, data: KVec<u8>) -> core::result::Result<(), ()> {
+/// Queues whole messages for the `dlm_process` BH worker, in arrival order; returns how many
+/// buffers are queued.  On `Err` (no memory for the queue entry) the messages are dropped.
+fn hand_over(c: &Arc<Comms>, node: &Arc<Node>, data: KVec<u8>) -> core::result::Result<usize, ()> {
     let entry = RxBuf {
         node: node.clone(),
         data,
@@ -904,21 +1042,27 @@ fn hand_over(c: &Comms, node: &Arc<Node>, data: KVec<u8>) -> core::result::Resul
         q.len()
     };
     if let Some(pq) = c.process_queue() {
-        // Enqueueing an `Arc` is always sound; already queued is fine.
-        let _ = pq.enqueue::<Arc<Comms>, 1>(Arc::from(comms_borrow(c)));
+        // Already queued is fine: that run takes this buffer too.
+        let _ = pq.enqueue::<Arc<Comms>, 1>(c.clone());
     }
-    if backlog > MAX_PROCESS_BUFFERS {
-        // Back-pressure: wait for the BH worker to drain the queue (not a flush: the BH
-        // queue cannot be flushed from a `WQ_MEM_RECLAIM` worker).
-        let mut q = c.rxq.lock();
-        while !q.is_empty() {
-            let _ = c.rxq_wait.wait_interruptible_timeout(&mut q, 10);
-        }
-    }
-    Ok(())
+    Ok(backlog)
 }
 
-/// Resets both sockets of `node` (`SO_LINGER` 0), after a sequence gap from it.
+/// Back-pressure, as C's: waits (uninterruptibly, no socket lock held) until the
+/// `dlm_process` worker has emptied the receive queue.  Not a flush: the BH queue cannot be
+/// flushed from a `WQ_MEM_RECLAIM` worker.
+fn wait_rx_drained(c: &Comms, node: &Node) {
+    while !c
+        .rxq_wait
+        .wait_timeout(&c.rxq, msecs_to_jiffies(1000), |q| q.is_empty())
+    {
+        if node.io_test(io::IO_STOP) {
+            return;
+        }
+    }
+}
+
+/// Resets both sockets of `node` (`SO_LINGER` 0), after a sequence gap from it persisted.
 fn reset_sockets(node: &Arc<Node>) {
     log_print_ratelimited!(
         "node {} skipped a message: resetting its connection so that it retransmits",
@@ -941,11 +1085,6 @@ fn reset_sockets(node: &Arc<Node>) {
     midcomms::connection_lost(node);
 }
 
-fn comms_borrow(c: &Comms) -> ArcBorrow<'_, Comms> {
-    // SAFETY: `c` is the global state, which lives in an `Arc` (see `init`).
-    unsafe { ArcBorrow::from_raw(c) }
-}
-
 impl WorkItem<0> for Node {
     type Pointer = Arc<Node>;
 
@@ -953,6 +1092,7 @@ impl WorkItem<0> for Node {
         let Some(c) = comms() else {
             return;
         };
+        let c: Arc<Comms> = c.into();
         let _nofs = NofsScope::enter();
         loop {
             node.io.fetch_and(!io::RECV_INTR, Ordering::AcqRel);
@@ -960,22 +1100,25 @@ impl WorkItem<0> for Node {
                 reset_sockets(&node);
             }
             let mut retry = false;
+            let mut backlog = false;
             {
                 let mut main = node.main.lock();
                 match drain(&c, &node, &mut main) {
                     Drain::Done => {}
                     Drain::Retry => retry = true,
+                    Drain::Backlog => backlog = true,
                     Drain::Closed => {
                         close_main(&node, &mut main);
                         midcomms::connection_lost(&node);
                     }
                 }
             }
-            {
+            if !backlog {
                 let mut other = node.other.lock();
                 match drain(&c, &node, &mut other) {
                     Drain::Done => {}
                     Drain::Retry => retry = true,
+                    Drain::Backlog => backlog = true,
                     Drain::Closed => other.close(),
                 }
             }
@@ -983,8 +1126,14 @@ impl WorkItem<0> for Node {
                 node.io_test_and_clear(io::RECV_PENDING);
                 return;
             }
+            if backlog {
+                // Both socket locks are dropped: sending, accepting and connecting for the
+                // node go on while we wait.
+                wait_rx_drained(&c, &node);
+                continue;
+            }
             if retry {
-                fsleep(Delta::from_millis(10));
+                fsleep(Delta::from_millis(RETRY_MS));
                 continue;
             }
             node.io_test_and_clear(io::RECV_PENDING);
@@ -996,17 +1145,33 @@ impl WorkItem<0> for Node {
     }
 }
 
+impl WorkItem<2> for Node {
+    type Pointer = Arc<Node>;
+
+    fn run(node: Arc<Node>) {
+        midcomms::check_gap(&node);
+    }
+}
+
 impl WorkItem<1> for Comms {
     type Pointer = Arc<Comms>;
 
     fn run(c: Arc<Comms>) {
         // BH context: no sleeping below.
         loop {
-            let batch = core::mem::take(&mut *c.rxq.lock());
-            if batch.is_empty() {
-                break;
-            }
-            for b in batch.iter() {
+            let b = {
+                let mut q = c.rxq.lock();
+                if q.is_empty() {
+                    break;
+                }
+                if ffi::fault::rx_hold() {
+                    // Test hook (debug kernels only): the buffers wait for the next run, as
+                    // if this worker ran late on another CPU.
+                    return;
+                }
+                q.remove(0)
+            };
+            if let Ok(b) = b {
                 midcomms::process(&b.node, &b.data);
             }
         }

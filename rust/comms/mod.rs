@@ -8,7 +8,12 @@
 //! * `lowcomms`: sockets, workers, callbacks.
 //! * `midcomms`: the protocol (versions, seq/ack, retransmit, FIN) and the send API.
 //! * `exports`: the C ABI of midcomms.h/lowcomms.h.
+//! * `config`: the dlm configfs tree and the `dlm_config` tunables (config.c); `configfs` is
+//!   its wrapper of the C configfs API, `config_exports` the C ABI of config.h.
 
+mod config;
+mod config_exports;
+pub(crate) mod configfs;
 mod exports;
 mod ffi;
 pub(crate) mod log;
@@ -16,5 +21,6 @@ mod lowcomms;
 mod midcomms;
 mod node;
 mod page;
+mod queue;
 mod sock;
 pub(crate) mod sync;

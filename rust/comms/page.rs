@@ -5,7 +5,9 @@
 //! message located in it (until its ack), so that retransmission can copy the bytes again.
 //! This is the `kref` design of the C layer expressed as `Arc<SendPage>`.
 
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{
+    alloc::Flags,
     bindings,
     page::{Page, PAGE_SIZE},
     prelude::*,
@@ -23,6 +25,9 @@ use super::ffi;
 pub(crate) struct SendPage {
     page: Page,
     base: *mut u8,
+    /// The page is in its node's write queue: the bytes of the messages in it that are not
+    /// sent yet go out from there (changed under the node lock).
+    queued: AtomicBool,
 }
 
 // SAFETY: The page is owned; concurrent access to its bytes is coordinated by the write queue
@@ -32,16 +37,35 @@ unsafe impl Send for SendPage {}
 unsafe impl Sync for SendPage {}
 
 impl SendPage {
-    /// Allocates a zeroed page; safe in atomic context.
-    pub(crate) fn new_atomic() -> Result<Arc<Self>> {
-        let page = Page::alloc_page(GFP_ATOMIC | __GFP_ZERO)?;
+    /// Allocates a zeroed page with `flags` (`GFP_ATOMIC` in atomic context).  Not inlined:
+    /// the allocation-failure tests target it by name (a fault-injection stack filter).
+    #[inline(never)]
+    pub(crate) fn new(flags: Flags) -> Result<Arc<Self>> {
+        let page = Page::alloc_page(flags | __GFP_ZERO)?;
         // SAFETY: `page` is a valid page that we own.
         let base = unsafe { ffi::dlm_rs_page_address(page.as_ptr()) }.cast::<u8>();
         if base.is_null() {
             return Err(ENOMEM);
         }
         // INVARIANT: `base` is the page's lowmem address.
-        Ok(Arc::new(Self { page, base }, GFP_ATOMIC)?)
+        Ok(Arc::new(
+            Self {
+                page,
+                base,
+                queued: AtomicBool::new(false),
+            },
+            flags,
+        )?)
+    }
+
+    /// Whether the page is in its node's write queue.
+    pub(crate) fn is_queued(&self) -> bool {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Records that the page entered or left its node's write queue.
+    pub(crate) fn set_queued(&self, queued: bool) {
+        self.queued.store(queued, Ordering::Relaxed);
     }
 
     /// The raw `struct page`, for the zero-copy send.

@@ -44,6 +44,16 @@ impl SockAddr {
         a
     }
 
+    /// An address as a configfs `addr` write delivers it.
+    pub(crate) const fn from_bytes(bytes: &[u8; 128]) -> Self {
+        Self { bytes: *bytes }
+    }
+
+    /// The `struct sockaddr_storage` bytes.
+    pub(crate) const fn as_bytes(&self) -> &[u8; 128] {
+        &self.bytes
+    }
+
     /// Raw pointer for C calls that fill or read a `sockaddr_storage`.
     pub(crate) fn as_mut_ptr(&mut self) -> *mut c_void {
         self.bytes.as_mut_ptr().cast()

@@ -3,7 +3,8 @@
 //! Synchronisation wrappers the `kernel` crate of 7.2 does not have: a `spin_lock_bh()` lock
 //! backend (for state shared between process context and the softirq side: socket callbacks,
 //! the `WQ_BH` receive worker and the send API that the lock manager calls with BH disabled),
-//! an owned workqueue, and a `GFP_NOFS` allocation scope for the I/O workers.
+//! a wait queue with C's uninterruptible `wait_event_timeout()`, an owned workqueue, and a
+//! `GFP_NOFS` allocation scope for the I/O workers.
 
 use core::ptr::NonNull;
 use kernel::{
@@ -11,12 +12,15 @@ use kernel::{
     prelude::*,
     sync::{
         lock::{Backend, Lock},
-        Arc,
+        Arc, ArcBorrow, LockClassKey,
     },
-    workqueue::{HasWork, Queue, Work}, //
+    task::TASK_UNINTERRUPTIBLE,
+    time::Jiffies,
+    types::Opaque,
+    workqueue::{HasDelayedWork, HasWork, Queue, Work, WorkItem}, //
 };
 
-use super::ffi;
+use super::{ffi, log::jiffies};
 
 /// A `spin_lock_bh()` backend for [`Lock`].
 pub(crate) struct SpinLockBhBackend;
@@ -139,7 +143,7 @@ impl Drop for NofsScope {
 ///
 /// `p` must point to a live `T` owned by an `Arc<T>`, and work item `ID` of `T` must only ever
 /// be enqueued as an `Arc<T>`.
-pub(crate) unsafe fn cancel_arc_work<T, const ID: u64>(p: *const T)
+unsafe fn cancel_arc_work<T, const ID: u64>(p: *const T)
 where
     T: HasWork<T, ID>,
 {
@@ -151,5 +155,135 @@ where
         // SAFETY: The pending item held one reference of the `Arc<T>` that owns `p` (the
         // caller's promise that it is only enqueued as `Arc<T>`); reclaim and drop it.
         drop(unsafe { Arc::from_raw(p) });
+    }
+}
+
+/// Cancels delayed work item `ID` of the `Arc`-managed `T` at `p` (its timer too) and waits for
+/// a running instance to finish (`cancel_delayed_work_sync()`); drops the reference a pending
+/// item owned, as [`cancel_arc_work`] does.
+///
+/// # Safety
+///
+/// As for [`cancel_arc_work`]; the item must be a [`kernel::workqueue::DelayedWork`].
+unsafe fn cancel_arc_delayed_work<T, const ID: u64>(p: *const T)
+where
+    T: HasDelayedWork<T, ID>,
+{
+    // SAFETY: `p` points to a live `T` (the caller's promise).
+    let w = unsafe { <T as HasWork<T, ID>>::raw_get_work(p.cast_mut()) };
+    // SAFETY: `w` is the `work` member of the initialised `delayed_work` embedded in that live
+    // `T` (`HasDelayedWork`), so its container is that `delayed_work`.
+    let dw =
+        unsafe { kernel::container_of!(Work::<T, ID>::raw_get(w), bindings::delayed_work, work) };
+    // SAFETY: `dw` is a valid, initialised `delayed_work`.
+    let was_pending = unsafe { bindings::cancel_delayed_work_sync(dw) };
+    if was_pending {
+        // SAFETY: The pending item held one reference of the `Arc<T>` that owns `p`; reclaim
+        // and drop it.
+        drop(unsafe { Arc::from_raw(p) });
+    }
+}
+
+/// Cancels work item `ID` of `this` and waits for a running instance (`cancel_work_sync()`);
+/// the reference a pending item held is dropped.
+pub(crate) fn cancel_work<T, const ID: u64>(this: ArcBorrow<'_, T>)
+where
+    T: WorkItem<ID, Pointer = Arc<T>> + HasWork<T, ID>,
+{
+    let p: *const T = &*this;
+    // SAFETY: `p` is a live `T` owned by an `Arc<T>` (`this`), and the item can only be
+    // enqueued as an `Arc<T>`: that is its `WorkItem::Pointer`.
+    unsafe { cancel_arc_work::<T, ID>(p) }
+}
+
+/// Cancels delayed work item `ID` of `this` (its timer too) and waits for a running instance
+/// (`cancel_delayed_work_sync()`); the reference a pending item held is dropped.
+pub(crate) fn cancel_delayed_work<T, const ID: u64>(this: ArcBorrow<'_, T>)
+where
+    T: WorkItem<ID, Pointer = Arc<T>> + HasDelayedWork<T, ID>,
+{
+    let p: *const T = &*this;
+    // SAFETY: As for `cancel_work`: a live `T` in an `Arc<T>`, only ever enqueued as one.
+    unsafe { cancel_arc_delayed_work::<T, ID>(p) }
+}
+
+/// A wait queue whose sleepers are uninterruptible, like C's `wait_event_timeout()`: a pending
+/// signal (a process killed during unmount or lockspace release) does not end the wait, so the
+/// close and shutdown paths sleep for their full timeout instead of spinning.
+#[pin_data]
+pub(crate) struct WaitQueue {
+    #[pin]
+    head: Opaque<bindings::wait_queue_head>,
+}
+
+// SAFETY: A `wait_queue_head` is used from any thread under its own spinlock.
+unsafe impl Send for WaitQueue {}
+// SAFETY: As for `Send`; every operation takes the wait queue's own lock.
+unsafe impl Sync for WaitQueue {}
+
+/// Creates a [`WaitQueue`] initialiser with a static lock class.
+macro_rules! new_wait_queue {
+    ($name:literal) => {
+        $crate::comms::sync::WaitQueue::new(kernel::c_str!($name), kernel::static_lock_class!())
+    };
+}
+pub(crate) use new_wait_queue;
+
+impl WaitQueue {
+    /// A new, empty wait queue.
+    pub(crate) fn new(name: &'static CStr, key: Pin<&'static LockClassKey>) -> impl PinInit<Self> {
+        pin_init!(Self {
+            // SAFETY: `slot` is valid while the closure runs; `name` and `key` are static.
+            head <- Opaque::ffi_init(|slot| unsafe {
+                bindings::__init_waitqueue_head(slot, name.as_char_ptr(), key.as_ptr())
+            }),
+        })
+    }
+
+    /// Wakes every sleeper; any context.
+    pub(crate) fn notify_all(&self) {
+        // SAFETY: `head` is initialised; `__wake_up()` takes its lock.
+        unsafe {
+            bindings::__wake_up(
+                self.head.get(),
+                bindings::TASK_NORMAL,
+                0,
+                core::ptr::null_mut(),
+            )
+        };
+    }
+
+    /// Sleeps, uninterruptibly, until `done` returns true or `timeout` jiffies passed; returns
+    /// false on timeout.  `done` runs with `lock` held, and the sleeper is queued before the
+    /// lock is dropped, so a change made under the lock and followed by
+    /// [`WaitQueue::notify_all`] is never missed.  Process context, no lock held.
+    pub(crate) fn wait_timeout<T: Unpin, B: Backend>(
+        &self,
+        lock: &Lock<T, B>,
+        timeout: Jiffies,
+        mut done: impl FnMut(&mut T) -> bool,
+    ) -> bool {
+        let deadline = jiffies().wrapping_add(timeout);
+        loop {
+            let mut guard = lock.lock();
+            if done(&mut guard) {
+                return true;
+            }
+            let left = deadline.wrapping_sub(jiffies()) as isize;
+            if left <= 0 {
+                return false;
+            }
+            let wait = Opaque::<bindings::wait_queue_entry>::uninit();
+            // SAFETY: `wait` is valid stack memory that stays in place until `finish_wait`.
+            unsafe { bindings::init_wait(wait.get()) };
+            // SAFETY: `head` and `wait` are valid; `wait` is removed by `finish_wait` below.
+            unsafe { bindings::prepare_to_wait(self.head.get(), wait.get(), TASK_UNINTERRUPTIBLE) };
+            drop(guard);
+            // SAFETY: Process context with no lock held (the caller's promise); any timeout is
+            // valid.
+            unsafe { bindings::schedule_timeout(left) };
+            // SAFETY: `wait` was queued on `head` by `prepare_to_wait` above.
+            unsafe { bindings::finish_wait(self.head.get(), wait.get()) };
+        }
     }
 }

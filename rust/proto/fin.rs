@@ -421,12 +421,23 @@ impl Fin {
     /// time.  The guard ends when a lockspace adds the node again, which in
     /// DLM happens before the peer can send messages of a new lifetime (the
     /// peer first needs our stateless STATUS reply, and we reply only once
-    /// recovery added the node).
+    /// recovery added the node), or earlier, when the peer's own STATUS
+    /// shows that it started a new lifetime ([`Fin::peer_restarted`]): then
+    /// an ACK F+1 can never release a new message of a peer that reset.
     pub fn stale_seq(&self, seq: Seq) -> Option<Seq> {
         match self.peer_fin {
             Some(f) if !seq.after(f) => Some(f.next()),
             _ => None,
         }
+    }
+
+    /// The peer started a new connection lifetime (it asked for our recovery
+    /// status): forget the number of its last FIN, so that its new messages
+    /// are not taken for leftovers of the old lifetime (see
+    /// [`Fin::stale_seq`]), even if they arrive before a lockspace adds the
+    /// node here.
+    pub fn peer_restarted(&mut self) {
+        self.peer_fin = None;
     }
 
     /// True while CLOSED after a lifetime that ended with the peer's FIN,

@@ -2,7 +2,8 @@
 
 //! Sans-IO core of the DLM comms layer: the DLM 3.2 wire codec, the stream
 //! framer, per-peer version negotiation, the reliable (seq/ack) layer and the
-//! DLM_FIN close state machine.
+//! DLM_FIN close state machine; and the integer syntax of the configfs
+//! attributes (`text`).
 //!
 //! Everything below this module uses only `core`: no allocation, no `std`, no
 //! `unsafe`.  The same files are compiled into the kernel crate (rust/) and
@@ -14,5 +15,6 @@ pub mod framer;
 pub mod peer;
 pub mod reliable;
 pub mod seq;
+pub mod text;
 pub mod version;
 pub mod wire;

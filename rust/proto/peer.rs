@@ -21,7 +21,7 @@ use super::fin::{self, Actions, Fin, State, Wait};
 use super::reliable::{AckOutcome, Inner, RecvAction, Reliable, SendError, UnackedQueue};
 use super::seq::Seq;
 use super::version::{Observed, PeerVersion, RecvError, VersionError};
-use super::wire::{self, Body, Message, Version};
+use super::wire::{self, Body, Message, RcomType, Version};
 
 /// Something worth a (rate-limited) log line or a counter.  None of these
 /// needs any action from the caller.
@@ -83,12 +83,16 @@ pub trait PeerIo {
     fn deliver(&mut self, msg: Message<'_>, seq: Option<Seq>);
 
     /// Queue a `DLM_ACK` with value `ack` on the connection (unsequenced,
-    /// never retransmitted).
-    fn send_ack(&mut self, ack: Seq);
+    /// never retransmitted).  False when it could not be queued now (no
+    /// memory): [`Peer`] then owes it and sends it from
+    /// [`Peer::flush_owed`] or ahead of the next message.
+    fn send_ack(&mut self, ack: Seq) -> bool;
 
     /// Queue a `DLM_OPTS`-wrapped `DLM_FIN` with number `seq` on the
-    /// connection and return its unacked-queue entry.
-    fn send_fin(&mut self, seq: Seq) -> Self::Entry;
+    /// connection and return its unacked-queue entry; `None` when it could
+    /// not be queued now.  Its number is then not used up; [`Peer`] owes
+    /// the FIN and queues it from [`Peer::flush_owed`].
+    fn send_fin(&mut self, seq: Seq) -> Option<Self::Entry>;
 
     /// Queue another copy of unacked message `seq` on the connection, with
     /// its original bytes.
@@ -116,6 +120,9 @@ pub enum PeerSendError {
     Closing,
     /// Too many unacked messages; retry after ACKs arrive.
     Backpressure(SendError),
+    /// The caller could not place the message (the `build` closure of
+    /// [`Peer::try_send`] returned `None`); nothing was used up.
+    NoRoom,
 }
 
 /// Per-peer midcomms state.
@@ -125,6 +132,12 @@ pub struct Peer {
     version: PeerVersion,
     reliable: Reliable,
     fin: Fin,
+    /// An ACK the caller could not queue (its value); see
+    /// [`PeerIo::send_ack`].
+    owed_ack: Option<Seq>,
+    /// The FIN asked for by the close state machine could not be queued;
+    /// see [`PeerIo::send_fin`].
+    owed_fin: bool,
 }
 
 impl Peer {
@@ -136,6 +149,8 @@ impl Peer {
             version: PeerVersion::new(),
             reliable: Reliable::new(max_unacked),
             fin: Fin::new(),
+            owed_ack: None,
+            owed_fin: false,
         }
     }
 
@@ -148,6 +163,8 @@ impl Peer {
             version: PeerVersion::new(),
             reliable: Reliable::with_initial_seq(max_unacked, init),
             fin: Fin::new(),
+            owed_ack: None,
+            owed_fin: false,
         }
     }
 
@@ -180,17 +197,61 @@ impl Peer {
         self.version.get() == Some(Version::V3_2)
     }
 
+    /// Queues an ACK with value `ack`, or owes it if the caller cannot
+    /// place it now.  A later ACK supersedes an owed one (ACKs are
+    /// cumulative).
+    fn ack<I: PeerIo>(&mut self, io: &mut I, ack: Seq) {
+        self.owed_ack = if io.send_ack(ack) { None } else { Some(ack) };
+    }
+
+    /// The ACK to send just ahead of a new message: the send-side
+    /// threshold's, or an owed one.
+    fn ack_before_send(&mut self) -> Option<Seq> {
+        self.reliable.ack_before_send().or(self.owed_ack)
+    }
+
     fn queue_fin<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(&mut self, q: &mut Q, io: &mut I) {
-        if let Some(ack) = self.reliable.ack_before_send() {
-            io.send_ack(ack);
+        if let Some(ack) = self.ack_before_send() {
+            self.ack(io, ack);
         }
         let seq = self.reliable.seq_send();
-        let entry = io.send_fin(seq);
+        // Placed only if the unacked queue can take it: a FIN on the wire
+        // that did not use up its number would make the next message a
+        // duplicate of it.
+        let entry = if q.has_room() { io.send_fin(seq) } else { None };
+        let Some(entry) = entry else {
+            // Nothing used up: the same number goes to the FIN later.
+            self.owed_fin = true;
+            return;
+        };
+        self.owed_fin = false;
         match self.reliable.queue_fin(q, entry) {
             Ok(s) => self.fin.fin_queued(s),
             // Only a full fixed-capacity queue gets here; the FIN is on the
             // wire but will not be retransmitted.
             Err((_, e)) => io.release(seq, e),
+        }
+    }
+
+    /// True while an ACK or the FIN could not be queued; call
+    /// [`Peer::flush_owed`] once the caller can place them again.
+    pub const fn owes(&self) -> bool {
+        self.owed_ack.is_some() || self.owed_fin
+    }
+
+    /// Queues what could not be queued before: the owed ACK, then the owed
+    /// FIN (with the next sequence number, which nothing else can have
+    /// taken: no message is sent after our FIN is due).
+    pub fn flush_owed<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(
+        &mut self,
+        q: &mut Q,
+        io: &mut I,
+    ) {
+        if let Some(ack) = self.owed_ack {
+            self.ack(io, ack);
+        }
+        if self.owed_fin {
+            self.queue_fin(q, io);
         }
     }
 
@@ -200,6 +261,8 @@ impl Peer {
         io.event(Event::Reset);
         self.reliable.reset(q, &mut |s, e| io.release(s, e));
         self.version.reset();
+        self.owed_ack = None;
+        self.owed_fin = false;
     }
 
     fn apply<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(
@@ -212,7 +275,8 @@ impl Peer {
             io.event(Event::Unexpected(u));
         }
         if a.send_ack {
-            io.send_ack(self.reliable.ack_value());
+            let ack = self.reliable.ack_value();
+            self.ack(io, ack);
         }
         if a.send_fin.is_some() {
             self.queue_fin(q, io);
@@ -245,10 +309,19 @@ impl Peer {
             }
         };
 
+        if let Body::Plain(m) = packet.body {
+            if packet.version == Version::V3_2 && m.rc_type() == Some(RcomType::Status as u32) {
+                // A peer that asks for our recovery status runs a lockspace with us: a new
+                // connection lifetime started on its side, and its numbers start again.
+                // Nothing it sends from now on can be a leftover of the lifetime its last FIN
+                // ended (it dropped those when it reset).
+                self.fin.peer_restarted();
+            }
+        }
         if let Body::Opts(o) = packet.body {
             if let Some(ack) = self.fin.stale_seq(Seq(o.seq)) {
                 io.event(Event::Stale { seq: Seq(o.seq) });
-                io.send_ack(ack);
+                self.ack(io, ack);
                 return Ok(());
             }
             if matches!(o.inner, wire::Inner::Fin)
@@ -256,7 +329,7 @@ impl Peer {
                 && self.version.get() != Some(Version::V3_1)
             {
                 io.event(Event::StaleFin { seq: Seq(o.seq) });
-                io.send_ack(Seq(o.seq).next());
+                self.ack(io, Seq(o.seq).next());
                 return Ok(());
             }
         }
@@ -323,7 +396,7 @@ impl Peer {
                             io.deliver(m, Some(seq));
                         }
                         if let Some(ack) = ack {
-                            io.send_ack(ack);
+                            self.ack(io, ack);
                         }
                     }
                     RecvAction::Fin => {
@@ -332,7 +405,7 @@ impl Peer {
                     }
                     RecvAction::Duplicate { ack } => {
                         io.event(Event::Duplicate { seq, expected: ack });
-                        io.send_ack(ack);
+                        self.ack(io, ack);
                     }
                     RecvAction::Gap { expected } => io.event(Event::Gap { seq, expected }),
                 }
@@ -369,6 +442,37 @@ impl Peer {
         io: &mut I,
         build: impl FnOnce(&mut I, Seq) -> Q::Entry,
     ) -> Result<Seq, PeerSendError> {
+        self.try_send(q, io, |io, seq| Some(build(io, seq)))
+    }
+
+    /// Like [`Peer::send`], for a caller whose placement can fail: `build`
+    /// returns `None` when it could not place the message, and then the
+    /// number is not used up and nothing else changes but the ACK that went
+    /// ahead of it ([`PeerSendError::NoRoom`]).  Every refusal is decided
+    /// before anything is queued.
+    pub fn try_send<Q: UnackedQueue, I: PeerIo<Entry = Q::Entry>>(
+        &mut self,
+        q: &mut Q,
+        io: &mut I,
+        build: impl FnOnce(&mut I, Seq) -> Option<Q::Entry>,
+    ) -> Result<Seq, PeerSendError> {
+        self.check_send(q)?;
+        if let Some(ack) = self.ack_before_send() {
+            self.ack(io, ack);
+        }
+        let seq = self.reliable.seq_send();
+        let entry = build(io, seq).ok_or(PeerSendError::NoRoom)?;
+        match self.reliable.queue_send(q, entry) {
+            Ok(s) => Ok(s),
+            Err((e, entry)) => {
+                io.release(seq, entry);
+                Err(PeerSendError::Backpressure(e))
+            }
+        }
+    }
+
+    /// Why [`Peer::send`] would refuse a message now, if it would.
+    pub fn check_send<Q: UnackedQueue>(&self, q: &Q) -> Result<(), PeerSendError> {
         match self.version.send_mode() {
             Err(VersionError::NotDetected) | Err(VersionError::Mismatch { .. }) => {
                 return Err(PeerSendError::NotDetected)
@@ -379,23 +483,18 @@ impl Peer {
         if self.fin.stop_tx() {
             return Err(PeerSendError::Closing);
         }
-        if let Some(ack) = self.reliable.ack_before_send() {
-            io.send_ack(ack);
-        }
         if !self.reliable.can_send() || !q.has_room() {
             return Err(PeerSendError::Backpressure(SendError::Backpressure {
                 unacked: self.reliable.unacked(),
             }));
         }
-        let seq = self.reliable.seq_send();
-        let entry = build(io, seq);
-        match self.reliable.queue_send(q, entry) {
-            Ok(s) => Ok(s),
-            Err((e, entry)) => {
-                io.release(seq, entry);
-                Err(PeerSendError::Backpressure(e))
-            }
-        }
+        Ok(())
+    }
+
+    /// Whether the next [`Peer::send`] queues an ACK ahead of its message
+    /// (so that the caller can make room for both before it calls).
+    pub fn ack_due_before_send(&self) -> bool {
+        self.reliable.send_ack_due() || self.owed_ack.is_some()
     }
 
     /// True when [`Peer::send`] would accept a message now.

@@ -360,6 +360,11 @@ impl Reliable {
         self.ack_threshold(SEND_ACK_THRESHOLD)
     }
 
+    /// Whether [`Reliable::ack_before_send`] would return an ACK now.
+    pub const fn send_ack_due(&self) -> bool {
+        self.ulp_delivered > SEND_ACK_THRESHOLD
+    }
+
     fn ack_threshold(&mut self, threshold: u32) -> Option<Seq> {
         if self.ulp_delivered > threshold {
             self.ulp_delivered = 0;

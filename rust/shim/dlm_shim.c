@@ -3,10 +3,17 @@
  * Thin C shim for the Rust comms layer of dlm.ko.  Every function wraps one
  * static inline or macro-only kernel API (spin_lock_bh, page_address,
  * kmem_cache_create, write_lock_bh on sk_callback_lock plus the struct sock
- * fields it guards, lock_sock, socket flag bits) so that the Rust crate can
- * use it.  The logic stays in Rust.
+ * fields it guards, lock_sock, socket flag bits, configfs_add_default_group)
+ * so that the Rust crate can use it.  The logic stays in Rust.
+ *
+ * It also holds the one definition of config.c that is not configuration:
+ * the rhashtable parameters of the lock manager's resource table, which
+ * depend on the layout of struct dlm_rsb.
  */
 
+#include <linux/configfs.h>
+#include <linux/debugfs.h>
+#include <linux/fault-inject.h>
 #include <linux/mm.h>
 #include <linux/sched/mm.h>
 #include <linux/net.h>
@@ -18,6 +25,33 @@
 #include <trace/events/dlm.h>
 
 #include "dlm_shim.h"
+
+/*
+ * The Rust config (rust/comms/config.rs) defines dlm_config and fills the
+ * dlm_config_node array of dlm_config_nodes(); it asserts this layout too.
+ */
+static_assert(offsetof(struct dlm_config_info, ci_buffer_size) == 4);
+static_assert(offsetof(struct dlm_config_info, ci_recover_callbacks) == 44);
+static_assert(offsetof(struct dlm_config_info, ci_cluster_name) == 48);
+static_assert(sizeof(struct dlm_config_info) == 112);
+static_assert(offsetof(struct dlm_config_node, gone) == 8);
+static_assert(offsetof(struct dlm_config_node, new) == 12);
+static_assert(offsetof(struct dlm_config_node, release_recover) == 20);
+static_assert(sizeof(struct dlm_config_node) == 24);
+
+const struct rhashtable_params dlm_rhash_rsb_params = {
+	.nelem_hint = 3, /* start small */
+	.key_len = DLM_RESNAME_MAXLEN,
+	.key_offset = offsetof(struct dlm_rsb, res_name),
+	.head_offset = offsetof(struct dlm_rsb, res_node),
+	.automatic_shrinking = true,
+};
+
+void dlm_rs_configfs_add_default_group(struct config_group *new_group,
+				       struct config_group *group)
+{
+	configfs_add_default_group(new_group, group);
+}
 
 void dlm_rs_spin_lock_bh(spinlock_t *lock)
 {
@@ -179,3 +213,64 @@ void dlm_rs_trace_recv_rcom(u32 dst, u32 seq, const void *rc)
 {
 	trace_dlm_recv_rcom(dst, seq, rc);
 }
+
+/*
+ * Test-only fault points (kernels with CONFIG_FAULT_INJECTION_DEBUG_FS, i.e.
+ * the debug test kernel).  Each is a standard fault attribute under
+ * /sys/kernel/debug/<name>/ (probability, interval, times, verbose, ...),
+ * off until a test arms it.  They widen race windows that a single-vCPU
+ * guest cannot otherwise open; see Documentation/testing.rst.
+ */
+#ifdef CONFIG_FAULT_INJECTION_DEBUG_FS
+static DECLARE_FAULT_ATTR(dlm_rs_accept_stall_attr);
+static DECLARE_FAULT_ATTR(dlm_rs_rx_hold_attr);
+static struct dentry *dlm_rs_fault_dirs[2];
+
+void dlm_rs_fault_init(void)
+{
+	struct dentry *d;
+
+	d = fault_create_debugfs_attr("dlm_accept_stall", NULL,
+				      &dlm_rs_accept_stall_attr);
+	dlm_rs_fault_dirs[0] = IS_ERR(d) ? NULL : d;
+	d = fault_create_debugfs_attr("dlm_rx_hold", NULL,
+				      &dlm_rs_rx_hold_attr);
+	dlm_rs_fault_dirs[1] = IS_ERR(d) ? NULL : d;
+}
+
+void dlm_rs_fault_exit(void)
+{
+	debugfs_remove_recursive(dlm_rs_fault_dirs[0]);
+	debugfs_remove_recursive(dlm_rs_fault_dirs[1]);
+	dlm_rs_fault_dirs[0] = NULL;
+	dlm_rs_fault_dirs[1] = NULL;
+}
+
+bool dlm_rs_fault_accept_stall(void)
+{
+	return should_fail(&dlm_rs_accept_stall_attr, 1);
+}
+
+bool dlm_rs_fault_rx_hold(void)
+{
+	return should_fail(&dlm_rs_rx_hold_attr, 1);
+}
+#else
+void dlm_rs_fault_init(void)
+{
+}
+
+void dlm_rs_fault_exit(void)
+{
+}
+
+bool dlm_rs_fault_accept_stall(void)
+{
+	return false;
+}
+
+bool dlm_rs_fault_rx_hold(void)
+{
+	return false;
+}
+#endif

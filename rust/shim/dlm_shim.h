@@ -14,6 +14,7 @@ struct socket;
 struct sock;
 struct page;
 struct kmem_cache;
+struct config_group;
 
 /* The four socket callbacks dlm replaces, saved and restored as one. */
 struct dlm_rs_sk_cbs {
@@ -44,6 +45,8 @@ void dlm_rs_sock_wait_write_space(struct socket *sock);
 void dlm_rs_sock_write_space(struct socket *sock, bool app_limited);
 unsigned int dlm_rs_memalloc_nofs_save(void);
 void dlm_rs_memalloc_nofs_restore(unsigned int flags);
+void dlm_rs_configfs_add_default_group(struct config_group *new_group,
+				       struct config_group *group);
 
 void dlm_rs_trace_send(int nodeid, int ret);
 void dlm_rs_trace_recv(int nodeid, int ret);
@@ -52,5 +55,10 @@ void dlm_rs_trace_send_message(u32 dst, u32 seq, const void *ms,
 void dlm_rs_trace_send_rcom(u32 dst, u32 seq, const void *rc);
 void dlm_rs_trace_recv_message(u32 dst, u32 seq, const void *ms);
 void dlm_rs_trace_recv_rcom(u32 dst, u32 seq, const void *rc);
+
+void dlm_rs_fault_init(void);
+void dlm_rs_fault_exit(void);
+bool dlm_rs_fault_accept_stall(void);
+bool dlm_rs_fault_rx_hold(void);
 
 #endif /* DLM_RS_SHIM_H */

@@ -16,9 +16,10 @@ directory (build/run-<timestamp>/ by default):
     initramfs.cpio.gz            the guest image
     transcript.log               every agent command and its result
 
-The host orders DLM membership changes in two phases (stop on every
-member, change the member lists, start on every member); see
-Documentation/testing.rst.
+With the static stack (default) the host orders DLM membership changes in
+two phases (stop on every member, change the member lists, start on every
+member); with stack="controld" the guests run Debian's corosync and
+dlm_controld, which do that themselves.  See Documentation/testing.rst.
 """
 
 import base64
@@ -49,6 +50,79 @@ BAD_CONSOLE = re.compile(
     r"suspicious RCU usage|unreferenced object|suspected memory leak|"
     r"detected stall|rcu: INFO|soft lockup|hard LOCKUP|"
     r"GFS2 WITHDRAW|withdrawn|fatal: I/O error")
+
+
+# Lines of our comms layer (rust/comms) that report a fault.  On a node that
+# runs our dlm.ko each of them fails the scenario, unless the scenario declares
+# a fault that legitimately produces it (opts "faults" in a SCENARIOS entry;
+# Documentation/testing.rst lists the lines and the scenarios that may print
+# them).  Our other lines (connecting, got connection, retransmit, version
+# detected, closing connection) are routine.  One row per line:
+#   name, pattern (group "peer": the node the line is about, if it names one),
+#   faults that allow it, faults that allow it only when that peer is stock.
+# Fault names: reset (connections killed under traffic), gap (a message
+# numbered ahead is injected), badheader (frames with an impossible length or
+# version), dead (a node is killed), rejoin (the others add a node to the
+# lockspace before its comms listen: refused connects), partition (nodes cut
+# off from each other), loss (the hub drops, duplicates, reorders, delays
+# frames), alloc (allocation failures injected), hostile (adversarial frames
+# from a program).
+OUR_WARNINGS = [
+    ("message refused", r"dlm: send to node (?P<peer>\d+) refused", (), ()),
+    ("send before version", r"dlm: send to node (?P<peer>\d+) before its version is known",
+     (), ()),
+    ("no memory", r"dlm: (no memory for .* node (?P<peer>\d+)|failed to allocate a buffer|"
+     r"failed to keep partial message from node (?P<peer2>\d+))", ("alloc",), ()),
+    ("unexpected state", r"dlm: node (?P<peer>\d+): unexpected state", ("hostile",), ()),
+    ("ack beyond sent", r"dlm: ignore ack \d+ from node (?P<peer>\d+): we only sent up to",
+     ("hostile",), ()),
+    ("message after FIN", r"dlm: message from node (?P<peer>\d+) after its FIN", ("hostile",), ()),
+    # A stock 7.2 peer loses messages with a killed connection and never
+    # resends them on its own; ours resets its connection.  A gap in what a
+    # node of ours sends is always a bug.
+    ("gap reset", r"dlm: node (?P<peer>\d+) skipped a message: resetting", ("gap", "hostile"),
+     ("reset", "dead", "partition", "badheader")),
+    ("invalid header", r"dlm: received invalid header from node (?P<peer>\d+)",
+     ("badheader", "hostile"), ()),
+    ("invalid message", r"dlm: invalid message from node (?P<peer>\d+)", ("hostile",), ()),
+    ("version mismatch", r"dlm: version mismatch detected from node (?P<peer>\d+)",
+     ("hostile",), ()),
+    ("socket error", r"dlm: node \d+: socket error sending to node (?P<peer>\d+)",
+     ("reset", "dead", "partition", "badheader", "hostile", "rejoin"), ()),
+    ("connect error", r"dlm: connect to node (?P<peer>\d+) try \d+ error",
+     ("reset", "dead", "partition", "rejoin"), ()),
+    ("shutdown timeout", r"dlm: Connection to node (?P<peer>\d+) "
+     r"(failed to shutdown|shutdown timed out)", ("dead", "partition"), ()),
+    ("non-cluster connect", r"dlm: (connect from non cluster|invalid family from non cluster)",
+     ("hostile",), ()),
+    ("accept error", r"dlm: critical error accepting connection", (), ()),
+    ("setup error", r"dlm: (can't start dlm_|Can't create comms socket|Can't bind|"
+     r"cannot initialise comms|no local IP address|Invalid protocol identifier|"
+     r"could not bind for connect)", (), ()),
+    # log_event()'s catch-all for protocol events added later: "node N: Name ...".
+    ("other event", r"dlm: node (?P<peer>\d+): [A-Z]\w*", (), ()),
+]
+OUR_WARNING_RES = [(name, re.compile(rx), allow, stock_only)
+                   for name, rx, allow, stock_only in OUR_WARNINGS]
+
+
+def our_warning(line, faults, dlm):
+    """The name of the OUR_WARNINGS row that line (a console line of a node
+    running our dlm.ko) matches and that faults do not allow, or None.  dlm:
+    the cluster's per-node list, to tell whether the named peer is stock."""
+    for name, rx, allow, stock_only in OUR_WARNING_RES:
+        m = rx.search(line)
+        if not m:
+            continue
+        if any(f in allow for f in faults):
+            return None
+        peer = next((int(v) for k, v in m.groupdict().items()
+                     if k.startswith("peer") and v), None)
+        if (peer is not None and 1 <= peer <= len(dlm) and dlm[peer - 1] == "stock" and
+                any(f in stock_only for f in faults)):
+            return None
+        return name
+    return None
 
 
 class ClusterError(Exception):
@@ -252,9 +326,16 @@ class Node:
         c = self.c
         d = c.dir
         n = self.id
-        append = ("console=ttyS0 panic=-1 printk.devkmsg=on "
-                  "dlmrs.node=%d dlmrs.nodes=%d dlmrs.cluster=%s dlmrs.dlm=%s" %
-                  (n, c.n, CLUSTER_NAME, "stock" if self.dlm == "stock" else "alt"))
+        # tsc=unstable: the kernel has no HPET or ACPI PM timer to calibrate
+        # the TSC against (no ACPI), and under TCG its PIT calibration now
+        # and then "succeeds" with a value 5-17 times too low, making the
+        # guest's clock run that much fast (corosync then sees token
+        # timeouts all the time, and hung-task limits fire early).  Most
+        # boots mark the TSC unstable by themselves and run on jiffies;
+        # this makes every boot do so.
+        append = ("console=ttyS0 panic=-1 printk.devkmsg=on tsc=unstable "
+                  "dlmrs.node=%d dlmrs.nodes=%d dlmrs.cluster=%s dlmrs.dlm=%s dlmrs.stack=%s" %
+                  (n, c.n, CLUSTER_NAME, "stock" if self.dlm == "stock" else "alt", c.stack))
         return [
             c.qemu, "-accel", "tcg", "-m", str(c.mem), "-smp", "1",
             "-nographic", "-monitor", "none", "-no-reboot",
@@ -355,11 +436,19 @@ class Node:
             return ""
 
 
+STACKS = ("static", "controld")
+
+
 class Cluster:
     def __init__(self, kdir, n=3, dlm=None, run_dir=None, name="run", mem=768,
-                 disk_mb=1024, seed=1, mkfs=None, log=None, initrd=None):
+                 disk_mb=1024, seed=1, mkfs=None, log=None, initrd=None, stack="static"):
         if not 2 <= n <= 9:
             raise ClusterError("2..9 nodes")
+        if stack not in STACKS:
+            raise ClusterError("stack must be one of %s" % (STACKS,))
+        # static: the harness's dlm-controller, membership ordered by the host;
+        # controld: corosync + dlm_controld in the guests (guest/cluster-stack).
+        self.stack = stack
         self.kdir = kdir
         self.scale = time_scale(kdir)
         self.n = n
@@ -435,8 +524,22 @@ class Cluster:
             if r.out.strip() != "live":
                 raise ClusterError("node %d: dlm.ko (%s) is not loaded; see %s" %
                                    (node.id, node.dlm, node.console))
-        self.log("booted %d nodes (%s) in %.1fs; run dir %s" % (
-            self.n, ",".join(self.dlm), now() - t0, self.dir))
+        if self.stack == "controld":
+            self.wait_stack(sorted(self.nodes), timeout=timeout)
+        self.log("booted %d nodes (%s, %s stack) in %.1fs; run dir %s" % (
+            self.n, ",".join(self.dlm), self.stack, now() - t0, self.dir))
+
+    def wait_stack(self, ids, members=None, timeout=120):
+        """controld stack: wait until corosync on each of ids is quorate with
+        exactly `members` (default ids) and dlm_controld sees the same."""
+        want = ",".join(str(i) for i in sorted(members or ids))
+        t = int(timeout * self.scale)
+        try:
+            self.on(ids, "cluster-stack wait %s %d" % (want, t), timeout=t + 30)
+        except CommandFailed as e:
+            raise ClusterError("corosync/dlm_controld membership is not %s: %s" % (want, e))
+        self.log("corosync quorate and dlm_controld running on %s with members %s" %
+                 (ids, want))
 
     def __enter__(self):
         try:
@@ -495,15 +598,19 @@ class Cluster:
 
     def join(self, ls, ids, timeout=120):
         """All of ids join ls at once (static membership: each join waits for
-        the others)."""
+        the others; under dlm_controld each join is its own change)."""
         self.log("join %s on %s" % (ls, ids))
+        if self.stack == "controld":
+            self.on(ids, "dlmt join %s" % ls, timeout)
+            return
         members = " ".join(str(i) for i in ids)
         self.on(ids, "dlm-controller members %s '%s' && dlmt join %s" % (ls, members, ls),
                 timeout)
 
     def recover_count(self, i, ls):
-        r = self.nodes[i].run("dmesg | grep -c 'dlm: %s: dlm_recover [0-9]* generation [0-9]* done' || true" % ls)
-        return int(r.out.strip() or 0)
+        """Recoveries node i finished in ls so far (from its console log)."""
+        return self.console_count([i], r"dlm: %s: dlm_recover \d+ generation \d+ done" %
+                                  re.escape(ls))
 
     def change_members(self, ls, ids, members, between=None, wait=True, timeout=120):
         """Two-phase membership change on the running members ids: stop all,
@@ -529,6 +636,13 @@ class Cluster:
         completes only when they have removed it)."""
         cmd = cmd or "dlmt leave %s" % ls
         self.log("node %d leaves %s (%s)" % (x, ls, cmd))
+        if self.stack == "controld":
+            # dlm_controld drops x from the others when x's leave is done.
+            before = {i: self.recover_count(i, ls) for i in others}
+            self.nodes[x].run(cmd, timeout)
+            if others:
+                self.wait_recovered(ls, others, before, timeout)
+            return
         pat = "offline %s done" % ls
         count = "grep -c '%s$' /run/dlm/controller.log || true" % pat
         before = int(self.nodes[x].run(count).out.strip() or 0)
@@ -584,17 +698,34 @@ class Cluster:
     kmemleak_judged = frozenset()
     KMEMLEAK_NOTICE = re.compile(r"kmemleak: \d+ new suspected memory leaks \(see ")
 
-    def console_problems(self, ids=None):
-        """Lines of the consoles that match BAD_CONSOLE: {node: [lines]}."""
+    def console_problems(self, ids=None, faults=()):
+        """Lines of the consoles that match BAD_CONSOLE, and on nodes running
+        our dlm.ko the OUR_WARNINGS lines that faults (the faults the scenario
+        injected) do not allow: {node: [lines]}."""
         out = {}
         for i, node in sorted(self.nodes.items()):
             if ids is not None and i not in ids:
                 continue
-            bad = [l for l in node.console_text().splitlines() if BAD_CONSOLE.search(l)
-                   and not (i in self.kmemleak_judged and self.KMEMLEAK_NOTICE.search(l))]
+            bad = []
+            for l in node.console_text().splitlines():
+                if BAD_CONSOLE.search(l):
+                    if not (i in self.kmemleak_judged and self.KMEMLEAK_NOTICE.search(l)):
+                        bad.append(l)
+                elif node.dlm != "stock":
+                    w = our_warning(l, faults, self.dlm)
+                    if w:
+                        bad.append("our warning (%s): %s" % (w, l))
             if bad:
                 out[i] = bad
         return out
+
+    def console_count(self, ids, pattern):
+        """Lines matching pattern (a regular expression) on the consoles of
+        ids.  The host keeps each console complete in console<N>.log, unlike
+        the guest's dmesg buffer, which can wrap."""
+        rx = re.compile(pattern)
+        return sum(1 for i in ids for l in self.nodes[i].console_text().splitlines()
+                   if rx.search(l))
 
     DIAG = (
         "echo \"== node $(cat /run/dlm/node) uptime $(cut -d' ' -f1 /proc/uptime)\"; "
@@ -607,7 +738,8 @@ class Cluster:
         "echo \"-- $f\"; cat \"$f\"; done; "
         "echo '-- sockets'; ss -tnoi '( dport = :21064 or sport = :21064 )'; "
         "echo '-- nft ruleset (must be empty outside injection phases)'; nft list ruleset; "
-        "dlm-controller status")
+        "if [ \"$(cat /run/dlm/stack)\" = controld ]; then cluster-stack status; "
+        "else dlm-controller status; fi")
 
     def diagnose(self, why, name="diag"):
         """Dump every live node's DLM state (midcomms per node, waiters,
@@ -669,18 +801,6 @@ def parse_kmemleak(text):
     return objs
 
 
-# Known leak of the stock fs/dlm/config.c we link unmodified (7.2): a
-# dlm_member_gone recorded by drop_node() for a removed spaces/<ls>/nodes/<id>
-# is freed only by the next dlm_config_nodes(), and release_space() never
-# frees the ones left when the space itself goes (testing.rst, "Debug
-# flavour").  Recognised only by a symbolised backtrace through drop_node.
-CONFIG_C_LEAK = re.compile(r"^\s*drop_node\+0x[0-9a-f]+/0x[0-9a-f]+ \[dlm\]$")
-
-
-def is_config_c_leak(obj):
-    return any(CONFIG_C_LEAK.match(l) for l in obj)
-
-
 class Hub:
     """Client of the hub's control socket (one command per line)."""
 
@@ -719,6 +839,11 @@ def odirect_ok(d):
             os.unlink(p)
         except OSError:
             pass
+
+
+def node_addr(i):
+    """Node i's address on the hub's segment (guest/init)."""
+    return "192.0.2.%d" % i
 
 
 def default_kdir():

@@ -4,10 +4,12 @@
 
 Contents: busybox-static with its applet links, the guest scripts of
 scripts/cluster/guest (/init, agent, dlm-controller, dlm-module, torture-loop), the
-static dlmt tool, the kernel tree's modules (staged with
-``make modules_install``, cached under build/), an optional alternative
-dlm.ko at /lib/modules/alt/dlm.ko, and the dynamically linked host tools
-nft, ss and tc with the libraries ldd reports.
+static dlmt tool, the static hostile frame sender (tools/hostile), the kernel
+tree's modules (staged with ``make modules_install``, cached under build/), an
+optional alternative dlm.ko at /lib/modules/alt/dlm.ko, the dynamically linked
+host tools nft, ss and tc, and the host's cluster stack (Debian's corosync and
+dlm_controld with their tools, run by guest/cluster-stack), each with the
+libraries ldd reports.
 
 The archive is written directly in cpio "newc" format, so /dev/console can
 be a real device node without root, and compressed with gzip.
@@ -32,6 +34,9 @@ BUILD = os.path.join(TOP, "build")
 
 # Host tools copied with their libraries, for in-guest fault injection.
 HOST_TOOLS = ("nft", "ss", "tc")
+# The cluster stack (packages corosync and dlm-controld), with its libraries.
+STACK_TOOLS = ("corosync", "corosync-cfgtool", "corosync-quorumtool", "corosync-cmapctl",
+               "corosync-cpgtool", "dlm_controld", "dlm_tool")
 
 
 class Cpio:
@@ -195,6 +200,14 @@ def find_dlmt():
     return os.path.join(o, "dlmt")
 
 
+def find_hostile():
+    """The hostile frame sender: tools/hostile built into build/hostile/."""
+    o = os.path.join(BUILD, "hostile")
+    subprocess.run(["make", "-s", "-C", os.path.join(TOP, "tools", "hostile"), "O=" + o],
+                   check=True)
+    return os.path.join(o, "hostile")
+
+
 def build(kdir, out, alt_dlm=None, dlmt=None, extra=()):
     """extra: (guest path, host file, mode) of further files, e.g. the
     benchmark's module and tool (scripts/cluster/bench.py)."""
@@ -208,10 +221,11 @@ def build(kdir, out, alt_dlm=None, dlmt=None, extra=()):
     c.file("etc/group", b"root:x:0:\n")
 
     # Host tools first, so busybox applets of the same name do not shadow them.
-    for tool in HOST_TOOLS:
+    for tool in HOST_TOOLS + STACK_TOOLS:
         path = shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin")
         if not path:
-            raise SystemExit("host tool %s not found (apt-get install nftables iproute2)" % tool)
+            raise SystemExit("host tool %s not found (scripts/setup.sh installs it: "
+                             "nftables iproute2 corosync dlm-controld)" % tool)
         real = os.path.realpath(path)
         c.host_file("usr/sbin/" + tool, real, 0o755)
         for lib in ldd_libs(real):
@@ -227,10 +241,16 @@ def build(kdir, out, alt_dlm=None, dlmt=None, extra=()):
         c.symlink(a, "/bin/busybox")
 
     c.host_file("init", os.path.join(GUEST, "init"), 0o755)
-    for s in ("agent", "dlm-controller", "dlm-module", "torture-loop"):
+    # Run-time directories of corosync and dlm_controld (/var/run is /run).
+    for d in ("etc/corosync", "etc/dlm", "var/lib/corosync", "var/log/cluster"):
+        c.dir(d)
+    c.symlink("var/run", "/run")
+    for s in ("agent", "dlm-controller", "dlm-module", "torture-loop", "cluster-stack",
+              "udev-dlm"):
         c.host_file("sbin/" + s, os.path.join(GUEST, s), 0o755)
     dlmt = dlmt or find_dlmt()
     c.host_file("sbin/dlmt", dlmt, 0o755)
+    c.host_file("sbin/hostile", find_hostile(), 0o755)
 
     stage = stage_modules(kdir)
     c.tree("lib/modules", os.path.join(stage, "lib", "modules"))

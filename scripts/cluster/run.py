@@ -3,17 +3,22 @@
 """dlm-rs main job: boot a 3-node QEMU cluster and run lock traffic across it.
 
     python3 scripts/cluster/run.py [--nodes N] [--dlm SPEC] [--kdir TREE]
+                                   [--stack controld|static]
                                    [--torture-secs S] [--bench-secs S]
 
-Boots the nodes, joins a lockspace on all of them, runs the LVB torture on
-every node at once (exactness checked), then the lock benchmark with 1, 8
-and 64 lockers per node on every node at once, prints progress and numbers,
-leaves the lockspace node by node (two-phase membership changes) and stops
-the VMs.  Exit status non-zero on any failure.
+Boots the nodes under Debian's corosync and dlm_controld (--stack static:
+the harness's static controller instead), joins a lockspace on all of them,
+runs the LVB torture on every node at once (exactness checked), then the
+lock benchmark with 1, 8 and 64 lockers per node on every node at once,
+prints progress and numbers, leaves the lockspace node by node (dlm_controld
+takes the others through each change; with the static stack the host orders
+two-phase membership changes), stops corosync and dlm_controld and the VMs.
+Exit status non-zero on any failure.
 """
 
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -29,6 +34,9 @@ def main():
     ap.add_argument("--nodes", type=int, default=3)
     ap.add_argument("--dlm", help="per-node dlm.ko: stock or a path, comma-separated")
     ap.add_argument("--kdir", help="kernel tree (default: scripts/kernel.sh)")
+    ap.add_argument("--stack", choices=C.STACKS, default="controld",
+                    help="membership: corosync + dlm_controld in the guests (controld, "
+                    "the default) or the harness's static controller (static)")
     ap.add_argument("--torture-secs", type=int, default=20)
     ap.add_argument("--bench-secs", type=int, default=8)
     ap.add_argument("--bench-count", type=int, default=64,
@@ -44,9 +52,23 @@ def main():
         print("[%5.0fs] %s" % (time.monotonic() - t0, msg), flush=True)
 
     say("booting %d nodes (dlm %s) from %s" % (args.nodes, ",".join(dlm), kdir))
-    with C.Cluster(kdir, n=args.nodes, dlm=dlm, name="main", log=say) as cl:
+    if args.stack == "controld":
+        say("membership: corosync (knet over UDP, votequorum) and dlm_controld (fencing "
+            "disabled) in every guest")
+    else:
+        say("membership: the harness's static controller, changes ordered by the host")
+    with C.Cluster(kdir, n=args.nodes, dlm=dlm, name="main", log=say,
+                   stack=args.stack) as cl:
         ids = cl.alive()
         cl.join(LS, ids)
+        if args.stack == "controld":
+            out = cl.node(ids[0]).run("dlm_tool ls").out
+            m = re.search(r"^members\s+([\d ]+)$", out, re.M)
+            say("dlm_controld on node %d: lockspace %s members %s" %
+                (ids[0], LS, m.group(1).strip() if m else "unknown"))
+            if not m or sorted(int(x) for x in m.group(1).split()) != ids:
+                say("FAILED: dlm_controld does not have every node in %s: %s" % (LS, out))
+                return 1
         say("lockspace %s joined on nodes %s" % (LS, ids))
 
         release = cl.anchor(1, LS, "counter")
@@ -107,6 +129,11 @@ def main():
             left.remove(i)
             cl.leave(LS, i, left)
             say("node %d left %s" % (i, LS))
+        if args.stack == "controld":
+            # Every node leaves the cluster cleanly: dlm_controld, then corosync.
+            for i in reversed(ids):
+                cl.node(i).run("cluster-stack stop", timeout=120)
+            say("corosync and dlm_controld stopped on nodes %s" % ids)
         bad = cl.console_problems()
         for i in ids:
             cl.node(i).quit()

@@ -382,6 +382,59 @@ class PcapTest(HubTestBase):
                          {R | A})
 
 
+def read_pcap(path):
+    """The frames of a classic pcap file (checking its header)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    magic, vmaj, vmin, _, _, snap, link = struct.unpack_from("<IHHiIII", data)
+    assert (magic, vmaj, vmin, link) == (0xA1B2C3D4, 2, 4, 1), data[:24]
+    off = 24
+    frames = []
+    while off < len(data):
+        _, _, incl, orig = struct.unpack_from("<IIII", data, off)
+        assert incl == orig
+        frames.append(data[off + 16:off + 16 + incl])
+        off += 16 + incl
+    assert off == len(data)
+    return frames
+
+
+class PcapControlTest(HubTestBase):
+    def test_pcap_start_stop_replace(self):
+        self.hello()
+        self.assertEqual(self.stats()["captured"], 0)
+        path = self.ctl.pcap("a.pcap")
+        self.assertEqual(path, os.path.join(self.d, "a.pcap"))
+        self.assertIn("pcap=" + path, self.ctl.raw("show"))
+        for k in range(5):
+            self.n[1].send(tagged(1, mac(2), k))
+        self.assertEqual(self.n[2].tags(), list(range(5)))
+        # A second capture replaces the first, which keeps its 5 frames.
+        b = os.path.join(self.d, "b.pcap")
+        self.assertEqual(self.ctl.pcap(b), b)
+        # Frames are recorded as received, before impairments: a dropped
+        # frame is in the file.
+        self.ctl.drop(100)
+        for k in range(3):
+            self.n[2].send(tagged(2, mac(3), 10 + k))
+        self.assertEqual(self.n[3].tags(), [])
+        self.assertEqual(self.ctl.pcap_off(), 3)
+        self.assertEqual(self.ctl.pcap_off(), 0)
+        self.n[1].send(tagged(1, mac(2), 99))
+        self.assertEqual([tag_of(f) for f in read_pcap(path)], list(range(5)))
+        self.assertEqual([tag_of(f) for f in read_pcap(b)], [10, 11, 12])
+        self.assertEqual(self.stats()["captured"], 8)
+        self.assertNotIn("pcap=", self.ctl.raw("show"))
+
+    def test_pcap_errors(self):
+        for line in ("pcap", "pcap a b", "pcap /nonexistent/dir/x.pcap"):
+            self.assertTrue(self.ctl.raw(line).startswith("err "), line)
+        # The hub still forwards after a refused capture.
+        self.hello()
+        self.n[1].send(tagged(1, mac(3), 7))
+        self.assertEqual(self.n[3].tags(), [7])
+
+
 class ImpairmentTest(HubTestBase):
     def test_drop_100_and_0(self):
         self.hello()

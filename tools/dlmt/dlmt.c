@@ -91,6 +91,8 @@ struct opts {
 	const char *res;
 	const char *prefix;
 	const char *tag;
+	const char *record;
+	uint64_t record_base;
 	uint64_t iters;
 	uint64_t count;
 	uint64_t lockers;
@@ -125,6 +127,8 @@ static const struct optspec optspecs[] = {
 	{ "res", OK_STR, OFF(res), 0, B(CMD_TORTURE) | B(CMD_HOLD) },
 	{ "iters", OK_U64, OFF(iters), OFF(have_iters), B(CMD_TORTURE) },
 	{ "tag", OK_STR, OFF(tag), 0, B(CMD_TORTURE) },
+	{ "record", OK_STR, OFF(record), 0, B(CMD_TORTURE) },
+	{ "record-base", OK_U64, OFF(record_base), 0, B(CMD_TORTURE) },
 	{ "convert", OK_FLAG, OFF(convert), 0, B(CMD_TORTURE) },
 	{ "no-anchor", OK_FLAG, OFF(no_anchor), 0, B(CMD_TORTURE) },
 	{ "allow-invalid", OK_FLAG, OFF(allow_invalid), 0,
@@ -167,7 +171,7 @@ static const char usage_text[] =
 "  join LS                     create or join lockspace LS\n"
 "  leave LS [--force]          remove lockspace LS\n"
 "  torture LS --res NAME --iters N [--tag T] [--convert] [--no-anchor]\n"
-"                              [--allow-invalid]\n"
+"                              [--allow-invalid] [--record DEV [--record-base B]]\n"
 "  lvb LS NAME [--raw] [--allow-invalid]\n"
 "  bench LS --prefix P --count M --lockers K --secs S [--mode EX|PR]\n"
 "                              [--random] [--seed N]\n"
@@ -418,6 +422,10 @@ static int parse_args(int argc, char **argv, struct opts *o, char *err,
 		}
 		if (o->tag && strlen(o->tag) > 16) {
 			snprintf(err, errlen, "torture: --tag is at most 16 characters");
+			return -1;
+		}
+		if (o->record_base && !o->record) {
+			snprintf(err, errlen, "torture: --record-base needs --record");
 			return -1;
 		}
 		break;
@@ -1388,6 +1396,50 @@ static int convert_sync(int fd, uint32_t lkid, int mode, const void *lvb,
 	return 0;
 }
 
+/*
+ * --record DEV: before each unlock that stores an increment, write
+ * "dlmt-record tag=T count=N value=V" into the first 4096 bytes of DEV with
+ * O_DIRECT (N counts this increment, starting after --record-base).  On a
+ * QEMU virtio disk the write completes only once QEMU has written it into the
+ * host's image file, so the host can read, after killing the guest, how many
+ * increments may have reached the master: all N of them, or N - 1 if the guest
+ * died before this unlock left it.
+ */
+#define RECORD_LEN 4096
+
+static int record_open(const char *path, unsigned char **buf)
+{
+	int fd = open(path, O_WRONLY | O_DIRECT);
+
+	if (fd < 0) {
+		errmsg("--record %s: %s", path, strerror(errno));
+		return -1;
+	}
+	if (posix_memalign((void **)buf, RECORD_LEN, RECORD_LEN)) {
+		errmsg("--record: no memory");
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int record_write(int fd, unsigned char *buf, const char *tag,
+			uint64_t count, uint64_t value)
+{
+	ssize_t n;
+
+	memset(buf, 0, RECORD_LEN);
+	snprintf((char *)buf, RECORD_LEN,
+		 "dlmt-record tag=%s count=%" PRIu64 " value=%" PRIu64 "\n",
+		 tag, count, value);
+	n = pwrite(fd, buf, RECORD_LEN, 0);
+	if (n != RECORD_LEN) {
+		errmsg("--record: write: %s", n < 0 ? strerror(errno) : "short write");
+		return -1;
+	}
+	return 0;
+}
+
 static int cmd_torture(void)
 {
 	const char *ls = g_o.pos[0], *res = g_o.res;
@@ -1397,6 +1449,8 @@ static int cmd_torture(void)
 	uint64_t first = 0, last = 0, ok = 0, invalid = 0;
 	uint64_t cookie = 1;
 	long anchor = -1;
+	unsigned char *recbuf = NULL;
+	int recfd = -1;
 	struct ast a;
 	int64_t t0, t1;
 	int fd, rc = 1;
@@ -1406,9 +1460,18 @@ static int cmd_torture(void)
 	else
 		snprintf(tagbuf, sizeof(tagbuf), "pid%ld", (long)getpid());
 
+	if (g_o.record) {
+		recfd = record_open(g_o.record, &recbuf);
+		if (recfd < 0)
+			return 1;
+	}
 	fd = open_lockspace(ls);
-	if (fd < 0)
+	if (fd < 0) {
+		if (recfd >= 0)
+			close(recfd);
+		free(recbuf);
 		return 1;
+	}
 	wd_start();
 	memset(&lksb_anchor, 0, sizeof(lksb_anchor));
 	memset(&lksb, 0, sizeof(lksb));
@@ -1479,6 +1542,9 @@ static int cmd_torture(void)
 			goto out;
 		}
 		lvb_encode(lvb, c + 1, tagbuf);
+		if (recfd >= 0 &&
+		    record_write(recfd, recbuf, tagbuf, g_o.record_base + i + 1, c + 1))
+			goto out;
 
 		if (g_o.convert) {
 			snprintf(what, sizeof(what),
@@ -1508,8 +1574,9 @@ static int cmd_torture(void)
 		errmsg("warning: %" PRIu64 " grants had DLM_SBF_VALNOTVALID set",
 		       invalid);
 	printf("torture ls=%s res=%s iters=%" PRIu64 " ok=%" PRIu64
-	       " first=%" PRIu64 " last=%" PRIu64 " ops_per_sec=%" PRIu64 "\n",
-	       ls, res, g_o.iters, ok, first, last, rate(ok, t1 - t0));
+	       " first=%" PRIu64 " last=%" PRIu64 " invalid=%" PRIu64
+	       " ops_per_sec=%" PRIu64 "\n",
+	       ls, res, g_o.iters, ok, first, last, invalid, rate(ok, t1 - t0));
 	fflush(stdout);
 	rc = 0;
 out:
@@ -1518,6 +1585,9 @@ out:
 		       " iterations (first=%" PRIu64 " last=%" PRIu64 ")",
 		       ok, g_o.iters, first, last);
 	close(fd);
+	if (recfd >= 0)
+		close(recfd);
+	free(recbuf);
 	return rc;
 }
 
@@ -2081,6 +2151,12 @@ static void selftest_parse(void)
 	ST_CHECK(st_parse("torture --res R --iters 5 t", &o, err,
 			  sizeof(err)) == 0);
 	ST_CHECK(!strcmp(o.pos[0], "t"));
+	ST_CHECK(st_parse("torture t --res R --iters 5 --record /dev/vda --record-base 40",
+			  &o, err, sizeof(err)) == 0);
+	ST_CHECK(!strcmp(o.record, "/dev/vda") && o.record_base == 40);
+	ST_CHECK(st_parse("torture t --res R --iters 5 --record-base 40", &o, err,
+			  sizeof(err)) != 0);
+	ST_CHECK(st_parse("lvb t R --record /dev/vda", &o, err, sizeof(err)) != 0);
 	ST_CHECK(st_parse("torture t --res R", &o, err, sizeof(err)) != 0);
 	ST_CHECK(st_parse("torture t --res R --iters 0", &o, err,
 			  sizeof(err)) != 0);

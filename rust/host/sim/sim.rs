@@ -952,7 +952,7 @@ impl PeerIo for Io<'_> {
         }
     }
 
-    fn send_ack(&mut self, ack: Seq) {
+    fn send_ack(&mut self, ack: Seq) -> bool {
         let v = if self.brk == Some(Break::AckAhead) && ack.get() % 97 == 13 {
             ack.get().wrapping_add(1000)
         } else {
@@ -968,9 +968,10 @@ impl PeerIo for Io<'_> {
         } else {
             self.out.push(Kind::Ack, &f);
         }
+        true
     }
 
-    fn send_fin(&mut self, seq: Seq) -> Entry {
+    fn send_fin(&mut self, seq: Seq) -> Option<Entry> {
         let mut f = [0u8; wire::OPTS_FIN_LEN];
         wire::encode_fin(&mut f, self.me as u32 + 1, seq.get()).expect("fin");
         if self.trace {
@@ -993,11 +994,11 @@ impl PeerIo for Io<'_> {
             }
             _ => {}
         }
-        Entry {
+        Some(Entry {
             bytes: Rc::from(&f[..]),
             id: None,
             page,
-        }
+        })
     }
 
     fn resend(&mut self, _seq: Seq, entry: &Entry) {

@@ -65,16 +65,17 @@ impl PeerIo for Io<'_> {
             self.side.delivered.push(u64::from_le_bytes(id));
         }
     }
-    fn send_ack(&mut self, ack: Seq) {
+    fn send_ack(&mut self, ack: Seq) -> bool {
         let mut f = vec![0u8; wire::ACK_LEN];
         wire::encode_ack(&mut f, self.me, ack.get()).unwrap();
         self.side.out.push_back((false, f));
+        true
     }
-    fn send_fin(&mut self, seq: Seq) -> Vec<u8> {
+    fn send_fin(&mut self, seq: Seq) -> Option<Vec<u8>> {
         let mut f = vec![0u8; wire::OPTS_FIN_LEN];
         wire::encode_fin(&mut f, self.me, seq.get()).unwrap();
         self.side.out.push_back((true, f.clone()));
-        f
+        Some(f)
     }
     fn resend(&mut self, _seq: Seq, e: &Vec<u8>) {
         self.side.out.push_back((true, e.clone()));
@@ -311,14 +312,14 @@ impl PeerIo for EvIo<'_> {
         }
         .deliver(msg, seq)
     }
-    fn send_ack(&mut self, ack: Seq) {
+    fn send_ack(&mut self, ack: Seq) -> bool {
         Io {
             side: self.side,
             me: 1,
         }
         .send_ack(ack)
     }
-    fn send_fin(&mut self, seq: Seq) -> Vec<u8> {
+    fn send_fin(&mut self, seq: Seq) -> Option<Vec<u8>> {
         Io {
             side: self.side,
             me: 1,
