@@ -27,6 +27,7 @@ import platform
 import re
 import shutil
 import statistics
+import subprocess
 import sys
 import time
 
@@ -38,6 +39,7 @@ import cluster as C  # noqa: E402
 import initramfs  # noqa: E402
 
 VM_LOCK = "/tmp/dlmrs-vm.lock"
+DEBIAN_PYTHON = "/usr/bin/python3"
 ULS = "bu"              # user lockspace (dlmt)
 KLS = "bk"              # kernel lockspace (dlmbench.ko)
 # The kernel lockspace's LVB: messages that carry it are 88 + 3920 = 4008
@@ -48,10 +50,14 @@ KLS = "bk"              # kernel lockspace (dlmbench.ko)
 LVBLEN = 3920
 MSG_HDR = 88            # struct dlm_message
 CTL = "/sys/kernel/debug/dlmbench/ctl"
+# What the rounds inject: hub resets, and the memory figure's 100 % drop
+# between two nodes (a partition of that pair while the conversions queue).
+FAULTS = ("reset", "loss", "partition")
 
 # key, label, unit, better: "hi" or "lo"
 FIGURES = [
     ("torture", "torture, increments/s", "hi"),
+    ("ulk64", "lock+unlock/s, 64 user lockers/node (dlmt)", "hi"),
     ("lk1", "lock+unlock/s, 1 locker/node", "hi"),
     ("lk1_p50", "  1 locker: p50 latency, us", "lo"),
     ("lk1_p99", "  1 locker: p99 latency, us", "lo"),
@@ -66,6 +72,7 @@ FIGURES = [
     ("hcpu64", "host CPU us per lock+unlock, 64 lockers", "lo"),
     ("msg_s", "comms: messages/s, small (88-94 B)", "hi"),
     ("wire_s", "  small: wire bytes per message", "lo"),
+    ("mbs_s", "  small: DLM payload MB/s", "hi"),
     ("msg_l", "comms: messages/s, half of them 4008 B", "hi"),
     ("mbs_l", "  large: DLM payload MB/s", "hi"),
     ("tcp", "raw TCP stream node 1 -> 2, MB/s (ceiling)", "hi"),
@@ -76,6 +83,51 @@ FIGURES = [
     ("burst_m", "1M-request burst: peak memory, master, MiB", "lo"),
     ("burst_r", "1M-request burst: requests/s", "hi"),
 ]
+# Figures measured in TSC cycles, converted to microseconds with the rate
+# measured against the host's clock over the whole run (run_cluster).
+CYCLE_FIGURES = ("lk1_p50", "lk1_p99", "lk8_p50", "lk8_p99", "lk64_p50", "lk64_p99")
+
+
+def schedule(rounds, null=False):
+    """The layers of the 2 x rounds rounds in the order they run: stock,
+    ours, stock, ours, ... so that every pair of neighbouring rounds sees
+    both layers under the same host load.  With null, both slots are stock
+    (the second labelled stock' in the table, "ours" in the rows)."""
+    return [("stock", "ours")[r % 2] for r in range(2 * rounds)]
+
+
+def pair_ratios(rows, n, key):
+    """Ratios ours/stock of the rounds that ran next to each other (round k
+    of each layer), for figure key on n nodes."""
+    by_round = {}
+    for r in rows:
+        if r["nodes"] == n and key in r["v"]:
+            by_round.setdefault(r["round"], {})[r["layer"]] = r["v"][key]
+    return [rd["ours"] / rd["stock"] for _, rd in sorted(by_round.items())
+            if "stock" in rd and "ours" in rd and rd["stock"]]
+
+
+def ratio_of_medians(stock, ours):
+    """ours/stock of the medians, or None when either side is empty or the
+    stock median is 0."""
+    if not stock or not ours:
+        return None
+    m = statistics.median(stock)
+    return statistics.median(ours) / m if m else None
+
+
+def cycles_to_us(rows, hz):
+    """Convert the CYCLE_FIGURES of rows (and reset_all) from TSC cycles to
+    microseconds in place; hz: cycles per second."""
+    for r in rows:
+        v = r["v"]
+        for k in CYCLE_FIGURES:
+            if k in v:
+                v[k] = v[k] * 1e6 / hz
+        if "reset_all" in v:
+            v["reset_all"] = [x * 1e3 / hz for x in v["reset_all"]]     # ms
+            v["reset"] = med(v["reset_all"])
+
 LABEL = {k: l for k, l, _ in FIGURES}
 BETTER = {k: b for k, _, b in FIGURES}
 
@@ -157,14 +209,39 @@ def used_kb(cl, i, samples=3):
 
 
 def clock_sample(cl, i):
-    """(host time, its uncertainty, guest CLOCK_MONOTONIC, (step ns,
-    clocksource)) of one `dlmbu clock` on node i."""
+    """One `dlmbu clock` on node i: {"host": host time, "err": its
+    uncertainty (half the agent's round trip), "mono": guest CLOCK_MONOTONIC
+    s, "tsc": guest TSC, "step": CLOCK_MONOTONIC step ns, "cs": clocksource}."""
     h0 = time.monotonic()
     r = cl.node(i).run("dlmbu clock")
     h1 = time.monotonic()
     d = kv(r.out, "clock")
-    return (h0 + h1) / 2, (h1 - h0) / 2, int(d["mono_ns"]) / 1e9, (int(d["step_ns"]),
-                                                                   d["clocksource"])
+    return {"host": (h0 + h1) / 2, "err": (h1 - h0) / 2, "mono": int(d["mono_ns"]) / 1e9,
+            "tsc": int(d["tsc"]), "step": int(d["step_ns"]), "cs": d["clocksource"]}
+
+
+def clock_rates(c0, c1):
+    """From two clock samples of one node: (guest CLOCK_MONOTONIC / host
+    elapsed, TSC cycles per host second, relative uncertainty)."""
+    dh = c1["host"] - c0["host"]
+    return ((c1["mono"] - c0["mono"]) / dh, (c1["tsc"] - c0["tsc"]) / dh,
+            (c0["err"] + c1["err"]) / dh)
+
+
+def check_clocks(rates):
+    """rates: {node: (mono rate, tsc hz, uncertainty)}.  Problems that make
+    the run's timing unusable: a CLOCK_MONOTONIC (which times every rate)
+    off the host's by more than 1 %, or TSCs that disagree by more than 1 %
+    (each node's latencies are converted with the common rate)."""
+    bad = []
+    hz = [t for _, t, _ in rates.values()]
+    for i, (m, t, e) in sorted(rates.items()):
+        if abs(m - 1) > 0.01 + e:
+            bad.append("node %d: CLOCK_MONOTONIC runs at %.4f x the host's" % (i, m))
+        if t <= 0 or abs(t / statistics.median(hz) - 1) > 0.01 + e:
+            bad.append("node %d: TSC at %.1f MHz, the others at %.1f" % (
+                i, t / 1e6, statistics.median(hz) / 1e6))
+    return bad
 
 
 def nxt(ids, i):
@@ -174,8 +251,9 @@ def nxt(ids, i):
 # --- one round -----------------------------------------------------------------
 
 class Round:
-    def __init__(self, cl, ids, args, say):
+    def __init__(self, cl, ids, args, say, number=1):
         self.cl, self.ids, self.a, self.say = cl, ids, args, say
+        self.number = number
         self.v = {}
 
     def run(self):
@@ -185,15 +263,16 @@ class Round:
         cl.on(ids, lambda i: "dlm-controller members %s '%s' && echo 'join %s %s %d' > %s && "
               "cat %s" % (KLS, members, KLS, C.CLUSTER_NAME, LVBLEN, CTL, CTL), timeout=120)
         self.torture()
+        if self.a.user_lockers:
+            self.user_lockers(64)
         for k in (1, 8, 64):
             self.lockers(k)
-        self.messages(False)
         self.messages(True)
         self.tcp()
         self.resets()
         self.memory(False)
         self.memory(True)
-        if self.a.burst:
+        if self.a.burst and self.number <= self.a.burst_rounds:
             self.burst()
         self.leave()
         return self.v
@@ -228,7 +307,9 @@ class Round:
             raise BenchError("torture: LVB counter %d, expected %d" % (v, v0 + total))
         self.v["torture"] = rate
 
-    def lockers(self, k):
+    def user_lockers(self, k):
+        """The main job's figure: dlmt bench, k threads per node, each with
+        its own open /dev/dlm_bu, on 64 resources mastered on the next node."""
         cl, ids, secs = self.cl, self.ids, self.a.secs
         pre = {i: "u%d.%d." % (i, k) for i in ids}
         for i in ids:
@@ -237,35 +318,61 @@ class Round:
                 "echo $! > /tmp/h%d.pid; i=0; while ! grep -q ready=1 /tmp/h%d.out; do "
                 "i=$((i+1)); [ $i -lt 900 ] || { cat /tmp/h%d.out; exit 1; }; usleep 50000; "
                 "done" % (ULS, pre[i], i, i, i, i), timeout=120)
-        h0 = host_cpu_ns(cl)
         res = timed(cl, ids, lambda i: "dlmt bench %s --prefix %s --count 64 --lockers %d "
                     "--secs %d" % (ULS, pre[i], k, secs), timeout=secs + 120)
-        h1 = host_cpu_ns(cl)
-        ops = rate = busy = 0
-        p50, p99 = [], []
-        for i, (out, b, _) in res.items():
-            d = kv(out, "bench")
-            ops += int(d["ops"])
-            rate += float(d["ops_per_sec"])
-            p50.append(int(d["p50_us"]))
-            p99.append(int(d["p99_us"]))
-            busy += b
+        rate = 0
+        for i, (out, _, _) in res.items():
+            rate += float(kv(out, "bench")["ops_per_sec"])
         for i in ids:
             cl.node(nxt(ids, i)).run("kill $(cat /tmp/h%d.pid); wait; true" % i)
+        self.v["ulk%d" % k] = rate
+
+    def lockers(self, k):
+        """k kernel threads per node (dlmbench bench, kernel lockspace, no
+        LVB) lock EX and unlock 64 resources mastered on the next node: four
+        small messages per operation.  Latencies in TSC cycles (converted at
+        the end of the run), CPU from the guests' /proc/stat, wire bytes from
+        eth0.  The 64-locker figure is also the small-message figure."""
+        cl, ids, secs = self.cl, self.ids, self.a.secs
+        pre = {i: "k%d.%d." % (i, k) for i in ids}
+        for i in ids:
+            mod(cl, nxt(ids, i), "hold %s 64 64 NL" % pre[i])
+        h0 = host_cpu_ns(cl)
+        res = timed(cl, ids, lambda i: "echo 'bench %s 64 %d %d EX' > %s; cat %s" % (
+            pre[i], k, secs, CTL, CTL), timeout=secs + 120)
+        h1 = host_cpu_ns(cl)
+        ops = rate = busy = wire = 0
+        p50, p99 = [], []
+        for i, (out, b, w) in res.items():
+            d = kv(out, "bench")
+            if d["err"] != "0":
+                raise BenchError("node %d: dlmbench bench failed: %s" % (i, out))
+            ops += int(d["ops"])
+            rate += float(d["ops_per_sec"])
+            p50.append(int(d["p50_cyc"]))
+            p99.append(int(d["p99_cyc"]))
+            busy += b
+            wire += w
+        for i in ids:
+            mod(cl, nxt(ids, i), "release")
         self.v["lk%d" % k] = rate
         self.v["lk%d_p50" % k] = statistics.mean(p50)
         self.v["lk%d_p99" % k] = statistics.mean(p99)
-        # /proc/stat counts USER_HZ (100) ticks.
+        # /proc/stat counts USER_HZ (100) ticks: 10000 us each.
         if k in (1, 64):
             self.v["cpu%d" % k] = busy * 10000.0 / max(ops, 1)
         if k == 64:
             self.v["hcpu64"] = (h1 - h0) / 1000.0 / max(ops, 1)
+            name = len(pre[ids[0]]) + 2
+            self.v["msg_s"] = 4 * rate
+            self.v["wire_s"] = wire / max(4 * ops, 1)
+            self.v["mbs_s"] = rate * (4 * MSG_HDR + 2 * name) / 1e6
 
     def messages(self, large):
         """Lock+unlock from 16 kernel threads per node on 64 resources
         mastered on the next node: four messages per operation (request,
         reply, unlock, unlock reply); with VALBLK the reply and the unlock
-        carry the 3920-byte LVB."""
+        carry the 3920-byte LVB.  (The small figure comes from lockers(64).)"""
         cl, ids, secs = self.cl, self.ids, self.a.secs
         tag = "l" if large else "s"
         pre = {i: "k%s%d." % (tag, i) for i in ids}
@@ -334,7 +441,9 @@ class Round:
             time.sleep(0.3)
         d = kv(p.wait().out, "rstwait")
         mod(cl, b, "release")
-        self.v["reset_all"] = [int(x) / 1000.0 for x in d["us"].split(",")]
+        # TSC cycles from the RST's reception (dlmbu) to the grant (the
+        # module); converted to ms at the end of the run (cycles_to_us).
+        self.v["reset_all"] = [int(x) for x in d["cyc"].split(",")]
         self.v["reset"] = med(self.v["reset_all"])
 
     def memory(self, large):
@@ -410,39 +519,65 @@ def run_cluster(args, n, ours, say):
             "dmesg | grep -m1 -i 'tsc.*MHz' || true")
         say("guest kernel %s" % " / ".join(info.out.strip().splitlines()))
         rows_info = {"guest": info.out.strip().splitlines()}
+        # The in-kernel clocks' resolution, as the module sees it.
+        cl.node(ids[0]).run("insmod /lib/modules/extra/dlmbench.ko 2>/dev/null; true")
+        kc = mod(cl, ids[0], "clock", timeout=60)
+        rows_info["kclock"] = kc
+        say("guest clocks: ktime_get_ns step %s ns, local_clock step %s ns, "
+            "get_cycles step %s cycles" % (kc["ktime_step_ns"], kc["local_clock_step_ns"],
+                                            kc["cycles_step"]))
         clock0 = {i: clock_sample(cl, i) for i in ids}
-        for r in range(2 * args.rounds):
-            # Every round loads its module afresh, the first one too (the
-            # guests boot with ours), so no round inherits another's state.
-            layer = ("stock", "ours")[r % 2]
-            swap(cl, ids, "stock" if layer == "stock" else "alt", say)
-            t0 = time.monotonic()
-            say("%d nodes, round %d of %d: %s" % (n, r + 1, 2 * args.rounds,
-                                                 layer if not args.null else
-                                                 ("stock", "stock (alt slot)")[r % 2]))
-            v = Round(cl, ids, args, say).run()
-            say("  " + "  ".join("%s=%s" % (k, fmt(v[k])) for k, _, _ in FIGURES if k in v)
-                + "  (%.0f s)" % (time.monotonic() - t0))
-            rows.append({"nodes": n, "layer": layer, "round": r // 2 + 1, "v": v})
-        # Every rate above is timed by the guests' clocks: they must agree
-        # with the host's over the whole run.
+        err = None
+        try:
+            for r, layer in enumerate(schedule(args.rounds)):
+                # Every round loads its module afresh, the first one too (the
+                # guests boot with ours), so no round inherits another's state.
+                swap(cl, ids, "stock" if layer == "stock" else "alt", say)
+                t0 = time.monotonic()
+                say("%d nodes, round %d of %d: %s" % (n, r + 1, 2 * args.rounds,
+                                                     layer if not args.null else
+                                                     ("stock", "stock (alt slot)")[r % 2]))
+                v = Round(cl, ids, args, say, r // 2 + 1).run()
+                say("  " + "  ".join("%s=%s" % (k, fmt(v[k])) for k, _, _ in FIGURES
+                                     if k in v) + "  (%.0f s)" % (time.monotonic() - t0))
+                rows.append({"nodes": n, "layer": layer, "round": r // 2 + 1, "v": v})
+        except (BenchError, C.ClusterError) as e:
+            # Keep the rounds done so far; the run still fails.
+            err = "%d nodes, round %d: %s" % (n, len(rows) + 1, e)
+            say("FAILED: " + err)
+            cl.diagnose("bench", "bench-diag")
+        # Every rate above is timed by the guests' CLOCK_MONOTONIC (jiffies
+        # on these kernels: fine over seconds), every latency by their TSC:
+        # both must agree with the host's clock over the whole run, and the
+        # TSC's rate converts cycles to time.
         rates = {}
         for i in ids:
-            h0, e0, g0, step = clock0[i]
-            h1, e1, g1, _ = clock_sample(cl, i)
-            rates[i] = (g1 - g0) / (h1 - h0)
-            say("node %d: clock %s, step %d ns, guest/host rate %.4f over %.0f s" % (
-                i, step[1], step[0], rates[i], h1 - h0))
-            if abs(rates[i] - 1) > 0.01 + (e0 + e1) / (h1 - h0) or step[0] >= 100000:
-                raise BenchError("node %d: the guest clock is not usable for timing "
-                                 "(rate %.4f, step %d ns)" % (i, rates[i], step[0]))
-        rows_info["clock_rates"] = rates
-        bad = cl.console_problems()
+            try:
+                c1 = clock_sample(cl, i)
+            except C.ClusterError as e:
+                # No calibration: the cycle figures cannot be converted.
+                for row in rows:
+                    for k in CYCLE_FIGURES + ("reset", "reset_all"):
+                        row["v"].pop(k, None)
+                return rows, rows_info, "%s; no clock calibration: %s" % (err, e)
+            rates[i] = clock_rates(clock0[i], c1)
+            say("node %d: clocksource %s, CLOCK_MONOTONIC step %d ns, rate %.4f x host; "
+                "TSC %.2f MHz (+-%.3f %%) over %.0f s" % (
+                    i, c1["cs"], c1["step"], rates[i][0], rates[i][1] / 1e6,
+                    rates[i][2] * 100, c1["host"] - clock0[i]["host"]))
+        bad = check_clocks(rates)
+        if bad:
+            raise BenchError("the guest clocks are not usable for timing: %s" % "; ".join(bad))
+        hz = statistics.median(t for _, t, _ in rates.values())
+        cycles_to_us(rows, hz)
+        rows_info["clock"] = {"clocksource": c1["cs"], "mono_step_ns": c1["step"],
+                              "tsc_hz": hz, "rates": rates}
+        bad = cl.console_problems(faults=FAULTS)
         for i in ids:
             cl.node(i).quit()
         if bad:
-            raise BenchError("console reports: %s" % bad)
-    return rows, rows_info
+            err = (err + "; " if err else "") + "console reports: %s" % bad
+    return rows, rows_info, err
 
 
 def fmt(x):
@@ -464,20 +599,17 @@ def summarize(rows, n):
     """{figure: {"stock": [..], "ours": [..], "pairs": [ratios]}} for n nodes."""
     out = {}
     for k, _, _ in FIGURES:
-        d = {"stock": [], "ours": [], "pairs": []}
-        by_round = {}
+        d = {"stock": [], "ours": [], "pairs": pair_ratios(rows, n, k)}
         for r in rows:
             if r["nodes"] != n or k not in r["v"]:
                 continue
             if k == "reset":
+                # Every reset of every round is one sample.
                 d[r["layer"]] += r["v"]["reset_all"]
             else:
                 d[r["layer"]].append(r["v"][k])
-            by_round.setdefault(r["round"], {})[r["layer"]] = r["v"][k]
-        for rd in by_round.values():
-            if "stock" in rd and "ours" in rd and rd["stock"]:
-                d["pairs"].append(rd["ours"] / rd["stock"])
         if d["stock"] or d["ours"]:
+            d["ratio"] = ratio_of_medians(d["stock"], d["ours"])
             out[k] = d
     return out
 
@@ -490,7 +622,7 @@ def table(rows, sizes, null):
         if not s:
             continue
         lines.append("%d nodes" % n)
-        lines.append("%-44s %-24s %-24s %7s  %s" % (
+        lines.append("%-48s %-24s %-24s %7s  %s" % (
             "", "stock min/median/max", "%s min/median/max" % b, "%s/st" % b[:4],
             "round pairs"))
         for k, label, better in FIGURES:
@@ -500,10 +632,9 @@ def table(rows, sizes, null):
 
             def mmm(v):
                 return "%s/%s/%s" % (fmt(min(v)), fmt(med(v)), fmt(max(v))) if v else "-"
-            ratio = med(d["ours"]) / med(d["stock"]) if d["ours"] and d["stock"] and \
-                med(d["stock"]) else None
+            ratio = d["ratio"]
             pr = "%.2f-%.2f" % (min(d["pairs"]), max(d["pairs"])) if d["pairs"] else ""
-            lines.append("%-44s %-24s %-24s %7s  %s" % (
+            lines.append("%-48s %-24s %-24s %7s  %s" % (
                 label + (" (+)" if better == "hi" else " (-)"), mmm(d["stock"]),
                 mmm(d["ours"]), "%.2f" % ratio if ratio else "-", pr))
         lines.append("")
@@ -516,6 +647,17 @@ def plot(rows, sizes, path, null, title):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        # Debian's python3-matplotlib is for Debian's python3; the python3
+        # on PATH may be another one (pyenv).
+        if os.path.realpath(sys.executable) != os.path.realpath(DEBIAN_PYTHON) and \
+                os.access(DEBIAN_PYTHON, os.X_OK):
+            tmp = path + ".json"
+            with open(tmp, "w") as f:
+                json.dump({"rows": rows, "sizes": sizes, "null": null, "title": title}, f)
+            r = subprocess.run([DEBIAN_PYTHON, os.path.abspath(__file__), "--plot-from", tmp,
+                                "--out", path])
+            os.unlink(tmp)
+            return r.returncode == 0
         print("bench: python3-matplotlib is not installed (scripts/setup.sh); no plot",
               file=sys.stderr)
         return False
@@ -528,9 +670,9 @@ def plot(rows, sizes, path, null, title):
         ys, xs, lo, hi = [], [], [], []
         for y, k in enumerate(keys):
             d = s.get(k)
-            if not d or not d["ours"] or not d["stock"] or not med(d["stock"]):
+            if not d or d["ratio"] is None:
                 continue
-            r = med(d["ours"]) / med(d["stock"])
+            r = d["ratio"]
             ys.append(y + (j - (len(sizes) - 1) / 2) * h)
             xs.append(r)
             pr = d["pairs"] or [r]
@@ -564,8 +706,27 @@ def machine():
     return "%s, %d host cores, %s" % (cpu, os.cpu_count() or 0, platform.release())
 
 
+def ancestor_holds_lock(path=VM_LOCK):
+    """Whether a process above us is `flock PATH ...` (which holds the lock
+    for us: taking it again on a new file description would wait forever)."""
+    pid = os.getppid()
+    while pid > 1:
+        try:
+            with open("/proc/%d/cmdline" % pid, "rb") as f:
+                argv = f.read().split(b"\0")
+            with open("/proc/%d/stat" % pid) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        if argv and os.path.basename(argv[0].decode(errors="replace")) == "flock" and \
+                path.encode() in argv:
+            return True
+        pid = ppid
+    return False
+
+
 def vm_lock(args):
-    if args.no_vm_lock:
+    if args.no_vm_lock or ancestor_holds_lock():
         return None
     f = open(VM_LOCK, "a")
     try:
@@ -585,11 +746,16 @@ def main():
     ap.add_argument("--nodes", default="2,3", help="cluster sizes, e.g. 2,3")
     ap.add_argument("--rounds", type=int, default=5, help="rounds per layer")
     ap.add_argument("--secs", type=int, default=3, help="seconds per throughput figure")
-    ap.add_argument("--resets", type=int, default=4, help="resets per round")
+    ap.add_argument("--resets", type=int, default=4,
+                    help="resets per round (4 x 5 rounds = 20 per layer and size)")
+    ap.add_argument("--no-user-lockers", dest="user_lockers", action="store_false",
+                    help="skip the dlmt (user-space) 64-locker figure")
     ap.add_argument("--mem-small", type=int, default=5000)
     ap.add_argument("--mem-large", type=int, default=2000)
-    ap.add_argument("--burst", type=int, default=0,
-                    help="requests of the burst in each round (0: none)")
+    ap.add_argument("--burst", type=int, default=1000000,
+                    help="requests of the burst (0: none)")
+    ap.add_argument("--burst-rounds", type=int, default=1,
+                    help="the burst runs in the first N rounds of each layer")
     ap.add_argument("--mem", type=int, default=768, help="guest memory, MiB")
     ap.add_argument("--null", action="store_true",
                     help="stock in both slots (null experiment)")
@@ -597,7 +763,13 @@ def main():
     ap.add_argument("--doc", action="store_true",
                     help="write the table and plot into Documentation/")
     ap.add_argument("--no-vm-lock", action="store_true")
+    ap.add_argument("--plot-from", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.plot_from:
+        # Internal: plot() run by Debian's python3 (see there).
+        with open(args.plot_from) as f:
+            d = json.load(f)
+        return 0 if plot(d["rows"], d["sizes"], args.out, d["null"], d["title"]) else 1
     args.kdir = args.kdir or C.default_kdir()
     args.tools = args.tools or os.path.join(C.BUILD, "dlmbench")
     sizes = [int(x) for x in args.nodes.split(",")]
@@ -618,22 +790,40 @@ def main():
     cmdline = " ".join(sys.argv)
     say("bench: %s; stock vs %s, %d rounds each, %s nodes, %d s per figure" % (
         args.kdir, ours, args.rounds, args.nodes, args.secs))
-    rows, infos = [], {}
+    rows, infos, errors = [], {}, []
     try:
         for n in sizes:
-            r, info = run_cluster(args, n, ours, say)
+            try:
+                r, info, err = run_cluster(args, n, ours, say)
+            except (BenchError, C.ClusterError) as e:
+                r, info, err = [], None, "%d nodes: %s" % (n, e)
             rows += r
-            infos[n] = info
+            if info:
+                infos[n] = info
+            if err:
+                errors.append(err)
     finally:
         if lock:
             lock.close()
-    stamp = time.strftime("%Y-%m-%d %H:%M")
-    head = ("%s, kernel %s (%s), %s; %d rounds per layer, alternated on the same VMs; "
-            "%s%s" % (stamp, initramfs.kernel_release(args.kdir),
-                      " / ".join(infos[sizes[0]]["guest"][1:2]), machine(), args.rounds,
-                      "null experiment (stock in both slots); " if args.null else "",
-                      "%.0f min" % ((time.monotonic() - t0) / 60)))
-    text = head + "\ncommand: " + cmdline + "\n\n" + table(rows, sizes, args.null)
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    info = next(iter(infos.values()), {})
+    ck = info.get("clock", {})
+    kc = info.get("kclock", {})
+    head = ("%s, kernel %s, %s; %d rounds per layer (stock, ours, stock, ...) on the same "
+            "VMs, %d s per figure; %s%.0f min" % (
+                stamp, initramfs.kernel_release(args.kdir), machine(), args.rounds, args.secs,
+                "null experiment (stock in both slots); " if args.null else "",
+                (time.monotonic() - t0) / 60))
+    clock = ("guest clocks: clocksource %s (CLOCK_MONOTONIC step %s ns; in the kernel "
+             "ktime_get_ns step %s ns, local_clock step %s ns): rates are timed by it over "
+             "seconds; latencies by the TSC (get_cycles/rdtsc, step %s cycles), %.1f MHz as "
+             "measured against the host's clock over the run" % (
+                 ck.get("clocksource", "?"), ck.get("mono_step_ns", "?"),
+                 kc.get("ktime_step_ns", "?"), kc.get("local_clock_step_ns", "?"),
+                 kc.get("cycles_step", "?"), ck.get("tsc_hz", 0) / 1e6))
+    text = (head + "\n" + clock + "\ncommand: " + cmdline + "\n\n" +
+            table(rows, sizes, args.null) +
+            "".join("FAILED: %s\n" % e for e in errors))
     print(text)
     with open(os.path.join(args.out, "results.json"), "w") as f:
         json.dump({"head": head, "command": cmdline, "rows": rows, "null": args.null,
@@ -645,7 +835,7 @@ def main():
     say("wrote %s%s" % (os.path.join(args.out, "table.txt"), " and " + png if ok else ""))
     if args.doc:
         write_doc(text, png if ok else None, args.null)
-    return 0
+    return 1 if errors else 0
 
 
 def write_doc(text, png, null, doc=None):

@@ -28,7 +28,18 @@
  *   burst PREFIX NRES TOTAL    issue TOTAL NL requests on PREFIX<i % NRES>
  *                              back to back, each unlocked as soon as it
  *                              is granted; returns when all are unlocked
- *   op NAME MODE               one lock + unlock; CLOCK_REALTIME stamps
+ *   op NAME MODE               one lock + unlock; CLOCK_REALTIME and cycle
+ *                              stamps
+ *   clock                      the resolution of ktime_get_ns(), local_clock()
+ *                              and get_cycles(), and their values now
+ *
+ * Latencies are timed with get_cycles() (the TSC): the test kernel cannot
+ * calibrate the TSC under TCG (no HPET or ACPI PM timer), boots with
+ * tsc=unstable and keeps time on the jiffies clocksource, so ktime_get_ns()
+ * and local_clock() both move in steps of a tick (4 ms at HZ=250).  The TSC
+ * itself still counts (under TCG it is the host's TSC); the host converts
+ * cycles to time with the rate it measures against its own clock
+ * (scripts/cluster/bench.py).
  *
  * A lock whose AST does not come within a minute leaves the module pinned
  * (its lksb may still be written by the DLM) and every later command fails.
@@ -44,11 +55,13 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/slab.h>
+#include <linux/sched/clock.h>
 #include <linux/sort.h>
 #include <linux/string.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 #include <linux/wait.h>
+#include <asm/timex.h>
 
 #define AST_WAIT	(60 * HZ)
 #define RESULT_LEN	1024
@@ -324,7 +337,7 @@ struct bthread {
 	struct sync_lock sl;
 	unsigned int idx;
 	char *lvb;
-	u64 *lat;
+	u64 *lat;		/* cycles */
 	unsigned int cap, nlat;
 	u64 ops;
 	int err;
@@ -350,7 +363,7 @@ static int bench_fn(void *arg)
 	for (i = 0; ktime_get_ns() < bench.deadline; i++) {
 		len = snprintf(name, sizeof(name), "%s%llu", bench.prefix,
 			       (t->idx + i * bench.threads) % bench.count);
-		t0 = ktime_get_ns();
+		t0 = get_cycles();
 		err = lock_sync(&t->sl, bench.mode, bench.flags, name, len);
 		if (err) {
 			t->err = err;
@@ -363,7 +376,7 @@ static int bench_fn(void *arg)
 			t->err = err;
 			break;
 		}
-		t1 = ktime_get_ns();
+		t1 = get_cycles();
 		if (t->nlat < t->cap)
 			t->lat[t->nlat++] = t1 - t0;
 		t->ops++;
@@ -394,7 +407,7 @@ static int cmd_bench(char **argv, int argc)
 {
 	unsigned int secs, i, n = 0, started = 0;
 	struct bthread *ts;
-	u64 *all, ops = 0, t0, ns;
+	u64 *all, ops = 0, t0, ns, c0, cyc;
 	char *lvbs = NULL;
 	int err = 0;
 
@@ -434,6 +447,7 @@ static int cmd_bench(char **argv, int argc)
 	atomic_set(&bench.running, 1);
 	init_completion(&bench.done);
 	t0 = ktime_get_ns();
+	c0 = get_cycles();
 	bench.deadline = t0 + (u64)secs * NSEC_PER_SEC;
 	for (i = 0; i < bench.threads; i++) {
 		struct task_struct *k;
@@ -451,6 +465,7 @@ static int cmd_bench(char **argv, int argc)
 	if (!atomic_dec_and_test(&bench.running))
 		wait_for_completion(&bench.done);
 	ns = ktime_get_ns() - t0;
+	cyc = get_cycles() - c0;
 	/* Gather the samples of every thread at the front, then sort. */
 	for (i = 0; i < started; i++) {
 		if (ts[i].err && !err)
@@ -461,8 +476,8 @@ static int cmd_bench(char **argv, int argc)
 	}
 	sort(all, n, sizeof(u64), cmp_u64, NULL);
 	scnprintf(result, RESULT_LEN,
-		  "bench threads=%u ops=%llu ns=%llu ops_per_sec=%llu p50_ns=%llu p99_ns=%llu max_ns=%llu lvblen=%d valblk=%d err=%d\n",
-		  bench.threads, ops, ns, div64_u64(ops * NSEC_PER_SEC, ns ?: 1),
+		  "bench threads=%u ops=%llu ns=%llu cycles=%llu ops_per_sec=%llu p50_cyc=%llu p99_cyc=%llu max_cyc=%llu lvblen=%d valblk=%d err=%d\n",
+		  bench.threads, ops, ns, cyc, div64_u64(ops * NSEC_PER_SEC, ns ?: 1),
 		  pct(all, n, 500), pct(all, n, 990), n ? all[n - 1] : 0,
 		  ls_lvblen, !!bench.flags, err);
 out:
@@ -593,7 +608,7 @@ static struct sync_lock op_lock;
 
 static int cmd_op(char **argv, int argc)
 {
-	u64 t0, t1, t2;
+	u64 t0, t1, t2, c1;
 	int mode, err;
 
 	if (argc != 3)
@@ -605,13 +620,52 @@ static int cmd_op(char **argv, int argc)
 	init_completion(&op_lock.done);
 	t0 = ktime_get_real_ns();
 	err = lock_sync(&op_lock, mode, 0, argv[1], strlen(argv[1]));
+	c1 = get_cycles();
 	t1 = ktime_get_real_ns();
 	if (!err)
 		err = unlock_sync(&op_lock);
 	t2 = ktime_get_real_ns();
-	scnprintf(result, RESULT_LEN, "op req_ns=%llu grant_ns=%llu done_ns=%llu err=%d\n",
-		  t0, t1, t2, err);
+	scnprintf(result, RESULT_LEN, "op req_ns=%llu grant_ns=%llu done_ns=%llu grant_cyc=%llu err=%d\n",
+		  t0, t1, t2, c1, err);
 	return err;
+}
+
+/*
+ * The smallest step each clock takes while it is read back to back for
+ * 20 ms of ktime (at least three steps of the coarsest), in ns for ktime
+ * and local_clock and in cycles for get_cycles.
+ */
+static int cmd_clock(char **argv, int argc)
+{
+	u64 kt0 = ktime_get_ns(), k = kt0, l = local_clock(), c = get_cycles();
+	u64 ks = U64_MAX, ls_ = U64_MAX, cs = U64_MAX, x;
+	unsigned int ksteps = 0, lsteps = 0;
+
+	while (ktime_get_ns() - kt0 < 20 * NSEC_PER_MSEC || ksteps < 3 || lsteps < 3) {
+		x = ktime_get_ns();
+		if (x != k) {
+			ks = min(ks, x - k);
+			ksteps++;
+			k = x;
+		}
+		x = local_clock();
+		if (x != l) {
+			ls_ = min(ls_, x - l);
+			lsteps++;
+			l = x;
+		}
+		x = get_cycles();
+		if (x != c)
+			cs = min(cs, x - c);
+		c = x;
+		if (ktime_get_ns() - kt0 > NSEC_PER_SEC)
+			break;
+		cpu_relax();
+	}
+	scnprintf(result, RESULT_LEN,
+		  "clock ktime_step_ns=%llu local_clock_step_ns=%llu cycles_step=%llu ktime_ns=%llu cycles=%llu\n",
+		  ks, ls_, cs, ktime_get_ns(), get_cycles());
+	return 0;
 }
 
 static int cmd_join(char **argv, int argc)
@@ -665,6 +719,7 @@ static const struct {
 	{ "bench", cmd_bench, true },
 	{ "burst", cmd_burst, true },
 	{ "op", cmd_op, true },
+	{ "clock", cmd_clock, false },
 };
 
 static ssize_t ctl_write(struct file *file, const char __user *ubuf, size_t len,

@@ -35,6 +35,7 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#include <x86intrin.h>
 
 #define DLM_PORT 21064
 #define NSEC 1000000000LL
@@ -47,6 +48,16 @@ static void die(const char *fmt, const char *arg)
 	fprintf(stderr, fmt, arg);
 	fprintf(stderr, "\n");
 	exit(1);
+}
+
+/*
+ * The TSC: the guests' clocks move in 4 ms jiffies (tsc=unstable, no
+ * calibration under TCG), but under TCG the TSC is the host's and counts
+ * on; the host converts cycles with the rate it measures (dlmbu clock).
+ */
+static int64_t cycles(void)
+{
+	return (int64_t)__rdtsc();
 }
 
 static int64_t clock_ns(clockid_t c)
@@ -109,7 +120,7 @@ static bool is_dlm_rst(const unsigned char *f, size_t n, struct in_addr peer)
  * ns); its kernel receive timestamp (CLOCK_REALTIME) in *ts.
  */
 static int wait_rst(int fd, struct in_addr peer, int64_t after, int64_t deadline,
-		    int64_t *ts)
+		    int64_t *ts, int64_t *cyc)
 {
 	unsigned char frame[2048];
 	char cbuf[256];
@@ -133,6 +144,7 @@ static int wait_rst(int fd, struct in_addr peer, int64_t after, int64_t deadline
 		if (poll(&p, 1, (int)(left / 1000000) + 1) <= 0)
 			continue;
 		n = recvmsg(fd, &m, MSG_DONTWAIT);
+		*cyc = cycles();
 		if (n < 0)
 			continue;
 		if (from.sll_pkttype != PACKET_HOST ||
@@ -198,7 +210,7 @@ static int cmd_rstwait(int argc, char **argv)
 	long count = num(argc, argv, "--count", 20);
 	long timeout = num(argc, argv, "--timeout", 120);
 	struct sockaddr_ll sll = { .sll_family = AF_PACKET };
-	int64_t after, *lat, sum = 0, worst = 0;
+	int64_t after, *lat, *lcyc, sum = 0, worst = 0;
 	struct in_addr peer;
 	char line[128], out[512];
 	int fd, on = 1;
@@ -206,8 +218,9 @@ static int cmd_rstwait(int argc, char **argv)
 	if (!peer_s || !res || inet_pton(AF_INET, peer_s, &peer) != 1 || count < 1)
 		die("%s", "need --peer IPv4, --res NAME and --count >= 1");
 	lat = calloc((size_t)count, sizeof(*lat));
+	lcyc = calloc((size_t)count, sizeof(*lcyc));
 	fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_IP));
-	if (fd < 0 || !lat)
+	if (fd < 0 || !lat || !lcyc)
 		die("packet socket: %s", strerror(errno));
 	if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)))
 		die("SO_TIMESTAMPNS: %s", strerror(errno));
@@ -223,9 +236,9 @@ static int cmd_rstwait(int argc, char **argv)
 			fclose(f);
 	}
 	for (long i = 0; i < count; i++) {
-		int64_t t0, grant;
+		int64_t t0, c0, grant;
 		int r = wait_rst(fd, peer, after,
-				 clock_ns(CLOCK_MONOTONIC) + timeout * NSEC, &t0);
+				 clock_ns(CLOCK_MONOTONIC) + timeout * NSEC, &t0, &c0);
 
 		if (r)
 			die("no RST from the peer within %s s", opt(argc, argv, "--timeout", "120"));
@@ -234,6 +247,7 @@ static int cmd_rstwait(int argc, char **argv)
 			die("dlmbench op failed: %s", strerror(-r));
 		grant = kv(out, "grant_ns");
 		lat[i] = grant - t0;
+		lcyc[i] = kv(out, "grant_cyc") - c0;
 		sum += lat[i];
 		if (lat[i] > worst)
 			worst = lat[i];
@@ -252,6 +266,9 @@ static int cmd_rstwait(int argc, char **argv)
 	       sum / count / 1000, worst / 1000);
 	for (long i = 0; i < count; i++)
 		printf("%s%" PRId64, i ? "," : "", lat[i] / 1000);
+	printf(" cyc=");
+	for (long i = 0; i < count; i++)
+		printf("%s%" PRId64, i ? "," : "", lcyc[i]);
 	printf("\n");
 	return 0;
 }
@@ -415,8 +432,8 @@ static int cmd_clock(void)
 		cs[strcspn(cs, "\n")] = '\0';
 		close(fd);
 	}
-	printf("clock step_ns=%" PRId64 " clocksource=%s mono_ns=%" PRId64 "\n", step, cs,
-	       clock_ns(CLOCK_MONOTONIC));
+	printf("clock step_ns=%" PRId64 " clocksource=%s mono_ns=%" PRId64 " tsc=%" PRId64 "\n",
+	       step, cs, clock_ns(CLOCK_MONOTONIC), cycles());
 	return 0;
 }
 
