@@ -254,6 +254,7 @@ class Round:
     def __init__(self, cl, ids, args, say, number=1):
         self.cl, self.ids, self.a, self.say = cl, ids, args, say
         self.number = number
+        self.errors = []
         # The figures between one pair of nodes (raw TCP, memory, burst)
         # say nothing more on a larger cluster: only on the sizes named.
         self.pair = len(ids) in args.pair_sizes
@@ -265,21 +266,32 @@ class Round:
         members = " ".join(str(i) for i in ids)
         cl.on(ids, lambda i: "dlm-controller members %s '%s' && echo 'join %s %s %d' > %s && "
               "cat %s" % (KLS, members, KLS, C.CLUSTER_NAME, LVBLEN, CTL, CTL), timeout=120)
-        self.torture()
+        steps = [("torture", self.torture)]
         if self.a.user_lockers:
-            self.user_lockers(64)
-        for k in (1, 8, 64):
-            self.lockers(k)
-        self.messages(True)
-        self.resets()
+            steps.append(("ulk64", lambda: self.user_lockers(64)))
+        steps += [("lk%d" % k, lambda k=k: self.lockers(k)) for k in (1, 8, 64)]
+        steps += [("msg_l", lambda: self.messages(True)), ("reset", self.resets)]
         if self.pair:
-            self.tcp()
-            self.memory(False)
-            self.memory(True)
+            steps += [("tcp", self.tcp), ("mem_s", lambda: self.memory(False)),
+                      ("mem_l", lambda: self.memory(True))]
             if self.a.burst and self.number <= self.a.burst_rounds:
-                self.burst()
+                steps.append(("burst", self.burst))
+        for name, fn in steps:
+            try:
+                fn()
+            except (BenchError, C.CommandFailed, C.CommandTimeout) as e:
+                # One figure failed: say so, clean up what it may have left
+                # and go on with the others (the run still fails).
+                self.errors.append("%s: %s" % (name, e))
+                self.say("  FAILED %s: %s" % (name, e))
+                self.cleanup()
         self.leave()
         return self.v
+
+    def cleanup(self):
+        self.cl.hub.cmd("clear")
+        self.cl.on(self.ids, "echo release > %s; kill $(cat /tmp/h*.pid /tmp/mw.pid "
+                   "2>/dev/null) 2>/dev/null; true" % CTL, timeout=180, check=False)
 
     def leave(self):
         cl, ids = self.cl, self.ids
@@ -534,7 +546,7 @@ def run_cluster(args, n, ours, say):
             "get_cycles step %s cycles" % (kc["ktime_step_ns"], kc["local_clock_step_ns"],
                                             kc["cycles_step"]))
         clock0 = {i: clock_sample(cl, i) for i in ids}
-        err = None
+        err, errs = None, []
         try:
             for r, layer in enumerate(schedule(args.rounds)):
                 # Every round loads its module afresh, the first one too (the
@@ -544,15 +556,19 @@ def run_cluster(args, n, ours, say):
                 say("%d nodes, round %d of %d: %s" % (n, r + 1, 2 * args.rounds,
                                                      layer if not args.null else
                                                      ("stock", "stock (alt slot)")[r % 2]))
-                v = Round(cl, ids, args, say, r // 2 + 1).run()
+                rd = Round(cl, ids, args, say, r // 2 + 1)
+                v = rd.run()
+                errs += ["%d nodes, round %d (%s): %s" % (n, r + 1, layer, e)
+                         for e in rd.errors]
                 say("  " + "  ".join("%s=%s" % (k, fmt(v[k])) for k, _, _ in FIGURES
                                      if k in v) + "  (%.0f s)" % (time.monotonic() - t0))
                 rows.append({"nodes": n, "layer": layer, "round": r // 2 + 1, "v": v})
         except (BenchError, C.ClusterError) as e:
             # Keep the rounds done so far; the run still fails.
-            err = "%d nodes, round %d: %s" % (n, len(rows) + 1, e)
-            say("FAILED: " + err)
+            errs.append("%d nodes, round %d: %s" % (n, len(rows) + 1, e))
+            say("FAILED: " + errs[-1])
             cl.diagnose("bench", "bench-diag")
+        err = "; ".join(errs) or None
         # Every rate above is timed by the guests' CLOCK_MONOTONIC (jiffies
         # on these kernels: fine over seconds), every latency by their TSC:
         # both must agree with the host's clock over the whole run, and the
