@@ -62,6 +62,7 @@ cluster: kernel tools modules
 # guests' emulated CPU with the traffic measured.
 bench: kernel tools bench-tools modules
 	@mkdir -p build/bench
+	BENCH_COMMAND="make bench$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" \
 	python3 scripts/cluster/bench.py --kdir $(KDIR) --ours $(OURS) $(BENCH_ARGS) \
 		2>&1 | tee build/bench/bench.log; exit $${PIPESTATUS[0]}
 

@@ -815,6 +815,8 @@ def main():
 
     lock = vm_lock(args)
     cmdline = " ".join(sys.argv)
+    if os.environ.get("BENCH_COMMAND"):
+        cmdline = "%s (%s)" % (os.environ["BENCH_COMMAND"], cmdline)
     say("bench: %s; stock vs %s, %d rounds each, %s nodes, %d s per figure" % (
         args.kdir, ours, args.rounds, args.nodes, args.secs))
     rows, infos, errors = [], {}, []
