@@ -86,6 +86,11 @@ FIGURES = [
 # Figures measured in TSC cycles, converted to microseconds with the rate
 # measured against the host's clock over the whole run (run_cluster).
 CYCLE_FIGURES = ("lk1_p50", "lk1_p99", "lk8_p50", "lk8_p99", "lk64_p50", "lk64_p99")
+# Rates measured per TSC cycle, converted to per second with the same rate:
+# the guests' jiffies clock loses ticks when the host does not run the vCPU
+# (2 % in the first runs), the TSC does not.
+PER_CYCLE_FIGURES = ("torture", "ulk64", "lk1", "lk8", "lk64", "msg_s", "mbs_s", "msg_l",
+                     "mbs_l")
 
 
 def schedule(rounds, null=False):
@@ -124,6 +129,9 @@ def cycles_to_us(rows, hz):
         for k in CYCLE_FIGURES:
             if k in v:
                 v[k] = v[k] * 1e6 / hz
+        for k in PER_CYCLE_FIGURES:
+            if k in v:
+                v[k] = v[k] * hz
         if "reset_all" in v:
             v["reset_all"] = [x * 1e3 / hz for x in v["reset_all"]]     # ms
             v["reset"] = med(v["reset_all"])
@@ -230,13 +238,15 @@ def clock_rates(c0, c1):
 
 def check_clocks(rates):
     """rates: {node: (mono rate, tsc hz, uncertainty)}.  Problems that make
-    the run's timing unusable: a CLOCK_MONOTONIC (which times every rate)
-    off the host's by more than 1 %, or TSCs that disagree by more than 1 %
-    (each node's latencies are converted with the common rate)."""
+    the run's timing unusable: TSCs that disagree by more than 1 % (every
+    rate and latency is converted with the common rate), or a
+    CLOCK_MONOTONIC off the host's by more than 10 % (a miscalibrated
+    clock; it only bounds the figures' windows, but it would make them
+    wrong by that much.  Its jiffies lose about 2 % under TCG load.)"""
     bad = []
     hz = [t for _, t, _ in rates.values()]
     for i, (m, t, e) in sorted(rates.items()):
-        if abs(m - 1) > 0.01 + e:
+        if abs(m - 1) > 0.1 + e:
             bad.append("node %d: CLOCK_MONOTONIC runs at %.4f x the host's" % (i, m))
         if t <= 0 or abs(t / statistics.median(hz) - 1) > 0.01 + e:
             bad.append("node %d: TSC at %.1f MHz, the others at %.1f" % (
@@ -276,7 +286,9 @@ class Round:
                       ("mem_l", lambda: self.memory(True))]
             if self.a.burst and self.number <= self.a.burst_rounds:
                 steps.append(("burst", self.burst))
+        took = []
         for name, fn in steps:
+            t0 = time.monotonic()
             try:
                 fn()
             except (BenchError, C.CommandFailed, C.CommandTimeout) as e:
@@ -285,7 +297,10 @@ class Round:
                 self.errors.append("%s: %s" % (name, e))
                 self.say("  FAILED %s: %s" % (name, e))
                 self.cleanup()
+            took.append("%s %.0f" % (name, time.monotonic() - t0))
+        t0 = time.monotonic()
         self.leave()
+        self.say("  seconds: %s, leave %.0f" % (", ".join(took), time.monotonic() - t0))
         return self.v
 
     def cleanup(self):
@@ -308,15 +323,14 @@ class Round:
         cl, ids, secs = self.cl, self.ids, self.a.secs
         release = cl.anchor(ids[0], ULS, "counter")
         v0 = int(cl.node(ids[0]).run("dlmt lvb %s counter" % ULS).kv("lvb")["value"])
-        res = cl.on(ids, lambda i: "read t0 x < /proc/uptime; torture-loop %s counter %d 20 b%d "
-                    "--timeout 60; read t1 x < /proc/uptime; echo \"elapsed $t0 $t1\"" %
-                    (ULS, secs, i), timeout=secs + 120)
+        res = cl.on(ids, lambda i: "dlmbu tsc; torture-loop %s counter %d 20 b%d "
+                    "--timeout 60; dlmbu tsc" % (ULS, secs, i), timeout=secs + 120)
         total, rate = 0, 0.0
         for i, r in res.items():
             n = int(r.kv("torture-loop")["total"])
-            t0, t1 = (float(x) for x in r.out.split("elapsed ")[1].split()[:2])
+            t0, t1 = (int(x) for x in re.findall(r"^tsc=(\d+)$", r.out, re.M))
             total += n
-            rate += n / max(t1 - t0, 0.01)
+            rate += n / max(t1 - t0, 1)     # per cycle
         v = int(cl.node(ids[-1]).run("dlmt lvb %s counter" % ULS).kv("lvb")["value"])
         release()
         if v != v0 + total:
@@ -334,11 +348,13 @@ class Round:
                 "echo $! > /tmp/h%d.pid; i=0; while ! grep -q ready=1 /tmp/h%d.out; do "
                 "i=$((i+1)); [ $i -lt 900 ] || { cat /tmp/h%d.out; exit 1; }; usleep 50000; "
                 "done" % (ULS, pre[i], i, i, i, i), timeout=120)
-        res = timed(cl, ids, lambda i: "dlmt bench %s --prefix %s --count 64 --lockers %d "
-                    "--secs %d" % (ULS, pre[i], k, secs), timeout=secs + 120)
+        res = timed(cl, ids, lambda i: "dlmbu tsc; dlmt bench %s --prefix %s --count 64 "
+                    "--lockers %d --secs %d; dlmbu tsc" % (ULS, pre[i], k, secs),
+                    timeout=secs + 120)
         rate = 0
         for i, (out, _, _) in res.items():
-            rate += float(kv(out, "bench")["ops_per_sec"])
+            t0, t1 = (int(x) for x in re.findall(r"^tsc=(\d+)$", out, re.M))
+            rate += int(kv(out, "bench")["ops"]) / max(t1 - t0, 1)   # per cycle
         for i in ids:
             cl.node(nxt(ids, i)).run("kill $(cat /tmp/h%d.pid); wait; true" % i)
         self.v["ulk%d" % k] = rate
@@ -364,7 +380,7 @@ class Round:
             if d["err"] != "0":
                 raise BenchError("node %d: dlmbench bench failed: %s" % (i, out))
             ops += int(d["ops"])
-            rate += float(d["ops_per_sec"])
+            rate += int(d["ops"]) / max(int(d["cycles"]), 1)    # per cycle
             p50.append(int(d["p50_cyc"]))
             p99.append(int(d["p99_cyc"]))
             busy += b
@@ -403,7 +419,7 @@ class Round:
             if d["err"] != "0":
                 raise BenchError("node %d: dlmbench bench failed: %s" % (i, out))
             ops += int(d["ops"])
-            rate += float(d["ops_per_sec"])
+            rate += int(d["ops"]) / max(int(d["cycles"]), 1)    # per cycle
             wire += w
         for i in ids:
             mod(cl, nxt(ids, i), "release")
@@ -590,7 +606,8 @@ def run_cluster(args, n, ours, say):
                     rates[i][2] * 100, c1["host"] - clock0[i]["host"]))
         bad = check_clocks(rates)
         if bad:
-            raise BenchError("the guest clocks are not usable for timing: %s" % "; ".join(bad))
+            err = (err + "; " if err else "") + "the guest clocks are not usable for " \
+                "timing: %s" % "; ".join(bad)
         hz = statistics.median(t for _, t, _ in rates.values())
         cycles_to_us(rows, hz)
         rows_info["clock"] = {"clocksource": c1["cs"], "mono_step_ns": c1["step"],

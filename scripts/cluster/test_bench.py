@@ -88,18 +88,22 @@ class ClockTest(unittest.TestCase):
         good = {1: (1.0, 2.0e9, 0.0001), 2: (0.999, 2.001e9, 0.0001)}
         self.assertEqual(B.check_clocks(good), [])
         fast = dict(good)
-        fast[2] = (1.05, 2.0e9, 0.0001)     # a clock 5 % fast
+        fast[2] = (1.5, 2.0e9, 0.0001)      # a clock 50 % fast
+        slow = dict(good)
+        slow[2] = (0.98, 2.0e9, 0.0001)     # jiffies that lost 2 %: reported only
+        self.assertEqual(B.check_clocks(slow), [])
         self.assertEqual(len(B.check_clocks(fast)), 1)
         odd = {1: (1.0, 2.0e9, 0.0001), 2: (1.0, 2.0e9, 0.0001), 3: (1.0, 2.5e9, 0.0001)}
         self.assertIn("node 3", B.check_clocks(odd)[0])
 
     def test_cycles_to_us(self):
         r = [{"nodes": 2, "layer": "stock", "round": 1,
-              "v": {"lk1": 500.0, "lk1_p50": 2e6, "reset_all": [1e8, 3e8, 2e8],
-                    "reset": 2e8}}]
+              "v": {"lk1": 2.5e-7, "wire_s": 133.0, "lk1_p50": 2e6,
+                    "reset_all": [1e8, 3e8, 2e8], "reset": 2e8}}]
         B.cycles_to_us(r, 2e9)
         v = r[0]["v"]
-        self.assertEqual(v["lk1"], 500.0)           # a rate: not a cycle figure
+        self.assertAlmostEqual(v["lk1"], 500.0)     # per cycle -> per second
+        self.assertEqual(v["wire_s"], 133.0)        # no time in it
         self.assertAlmostEqual(v["lk1_p50"], 1000.0)  # 2e6 cycles at 2 GHz = 1 ms
         self.assertEqual(v["reset_all"], [50.0, 150.0, 100.0])  # ms
         self.assertEqual(v["reset"], 100.0)

@@ -440,7 +440,7 @@ static int cmd_clock(void)
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
-		fprintf(stderr, "usage: dlmbu rstwait|tcprecv|tcpsend|memwatch|clock [options]\n");
+		fprintf(stderr, "usage: dlmbu rstwait|tcprecv|tcpsend|memwatch|clock|tsc [options]\n");
 		return 2;
 	}
 	cmd = argv[1];
@@ -455,6 +455,10 @@ int main(int argc, char **argv)
 		return cmd_memwatch(argc, argv);
 	if (!strcmp(cmd, "clock"))
 		return cmd_clock();
+	if (!strcmp(cmd, "tsc")) {
+		printf("tsc=%" PRId64 "\n", cycles());
+		return 0;
+	}
 	fprintf(stderr, "dlmbu: unknown command '%s'\n", cmd);
 	return 2;
 }
