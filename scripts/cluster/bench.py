@@ -861,9 +861,9 @@ def main():
                 "null experiment (stock in both slots); " if args.null else "",
                 (time.monotonic() - t0) / 60))
     clock = ("guest clocks: clocksource %s (CLOCK_MONOTONIC step %s ns; in the kernel "
-             "ktime_get_ns step %s ns, local_clock step %s ns): rates are timed by it over "
-             "seconds; latencies by the TSC (get_cycles/rdtsc, step %s cycles), %.1f MHz as "
-             "measured against the host's clock over the run" % (
+             "ktime_get_ns step %s ns, local_clock step %s ns); rates and latencies are "
+             "timed by the TSC (get_cycles/rdtsc, step %s cycles), %.1f MHz as measured "
+             "against the host's clock over the run" % (
                  ck.get("clocksource", "?"), ck.get("mono_step_ns", "?"),
                  kc.get("ktime_step_ns", "?"), kc.get("local_clock_step_ns", "?"),
                  kc.get("cycles_step", "?"), ck.get("tsc_hz", 0) / 1e6))
