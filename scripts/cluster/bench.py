@@ -573,9 +573,12 @@ def run_cluster(args, n, ours, say):
                                                      layer if not args.null else
                                                      ("stock", "stock (alt slot)")[r % 2]))
                 rd = Round(cl, ids, args, say, r // 2 + 1)
-                v = rd.run()
-                errs += ["%d nodes, round %d (%s): %s" % (n, r + 1, layer, e)
-                         for e in rd.errors]
+                try:
+                    v = rd.run()
+                finally:
+                    # The figures that failed, also when the round ends early.
+                    errs += ["%d nodes, round %d (%s): %s" % (n, r + 1, layer, e)
+                             for e in rd.errors]
                 say("  " + "  ".join("%s=%s" % (k, fmt(v[k])) for k, _, _ in FIGURES
                                      if k in v) + "  (%.0f s)" % (time.monotonic() - t0))
                 rows.append({"nodes": n, "layer": layer, "round": r // 2 + 1, "v": v})
