@@ -10,7 +10,10 @@
 #                     STACK=static for the harness's static membership controller)
 #   make check        every test: host tests of the protocol core, simulator, harness unit
 #                     tests and the cluster suite; ends with "N passed, M failed"
-#   make bench        the cluster's torture and bench numbers, stock C layer then ours
+#   make bench        the benchmark (Documentation/benchmarks.rst): the stock C layer and
+#                     ours alternated on the same 2-node and 3-node clusters, 5 rounds
+#                     each; the table and build/bench/ratios.png (BENCH_ARGS= passes
+#                     options to scripts/cluster/bench.py, e.g. --null or --doc)
 #
 # KDIR defaults to the cached test-kernel tree built by scripts/kernel.sh; pass KDIR= to
 # use another Rust-enabled 7.2 tree.
@@ -25,7 +28,7 @@ ifeq ($(origin KDIR),undefined)
 KDIR = $(eval KDIR := $(shell bash scripts/kernel.sh))$(KDIR)
 endif
 
-.PHONY: all setup kernel tools host-check check cluster bench clean
+.PHONY: all setup kernel tools bench-tools host-check check cluster bench clean
 
 all: modules
 
@@ -37,6 +40,9 @@ kernel: setup
 
 tools:
 	$(MAKE) -C tools/dlmt
+
+bench-tools: kernel
+	$(MAKE) -C tools/dlmbench KDIR=$(KDIR)
 
 host-check:
 	bash scripts/check.sh --only host
@@ -53,12 +59,12 @@ cluster: kernel tools modules
 	python3 scripts/cluster/run.py --kdir $(KDIR) --dlm $(dlm_spec) --stack $(STACK)
 
 # The static controller for bench: no corosync or dlm_controld sharing the
-# guests' emulated CPU with the traffic measured (and numbers comparable with
-# Documentation/benchmarks.rst).
-bench: kernel tools modules
-	@mkdir -p build
-	python3 scripts/cluster/run.py --kdir $(KDIR) --dlm stock --stack static | tee build/bench-stock.log
-	python3 scripts/cluster/run.py --kdir $(KDIR) --dlm $(OURS) --stack static | tee build/bench-ours.log
+# guests' emulated CPU with the traffic measured.
+bench: kernel tools bench-tools modules
+	@mkdir -p build/bench
+	BENCH_COMMAND="make bench$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')" \
+	python3 scripts/cluster/bench.py --kdir $(KDIR) --ours $(OURS) $(BENCH_ARGS) \
+		2>&1 | tee build/bench/bench.log; exit $${PIPESTATUS[0]}
 
 clean: module-clean
 	rm -rf build

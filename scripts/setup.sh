@@ -21,6 +21,8 @@ PKGS=(
 	corosync dlm-controld
 	# the wire oracle: tshark's DLM3 dissector decodes the hub's pcap
 	tshark
+	# make bench's plot of the ours/stock ratios
+	python3-matplotlib
 )
 
 missing=()

@@ -208,7 +208,9 @@ def find_hostile():
     return os.path.join(o, "hostile")
 
 
-def build(kdir, out, alt_dlm=None, dlmt=None):
+def build(kdir, out, alt_dlm=None, dlmt=None, extra=()):
+    """extra: (guest path, host file, mode) of further files, e.g. the
+    benchmark's module and tool (scripts/cluster/bench.py)."""
     c = Cpio()
     for d in ("bin", "sbin", "usr/bin", "usr/sbin", "lib", "lib64", "etc",
               "proc", "sys", "dev", "tmp", "run", "mnt", "root", "var"):
@@ -255,6 +257,8 @@ def build(kdir, out, alt_dlm=None, dlmt=None):
     c.tree("lib/modules", os.path.join(stage, "lib", "modules"))
     if alt_dlm:
         c.host_file("lib/modules/alt/dlm.ko", alt_dlm, 0o644)
+    for dest, src, mode in extra:
+        c.host_file(dest, src, mode)
 
     data = c.finish()
     tmp = out + ".tmp"
