@@ -153,6 +153,10 @@ REGS = re.compile(r"^(RIP: [0-9a-f]{4}:.*|Code: .*|RSP: [0-9a-f]{4}:[0-9a-f]{16}
                   r"R[A-Z0-9]{2}: [0-9a-f]{16} R[A-Z0-9]{2}: [0-9a-f]{16})$")
 FRAME = re.compile(r"^ (\? )?(\S+)\+0x[0-9a-f]+/0x[0-9a-f]+( \[([^\] ]+)[^\]]*\])?$")
 MARK = re.compile(r"^ <(/?)(TASK|IRQ|SOFTIRQ|NMI)>$")
+# Lines of other contexts that printk can put between a report's lines
+# (seen: "dlm: node 2: socket error sending to node 1, sk_err=104" from the
+# error callback, between two frames of a dump_stack()).
+INTERLEAVED = re.compile(r"^(dlm: |dlmrs-torture )")
 
 
 def _body(line):
@@ -162,24 +166,39 @@ def _body(line):
 def _block_at(lines, i):
     """The injection report starting at lines[i] (fail_dump()'s two lines,
     then dump_stack() of the failing context, up to its "</TASK>"), as
-    (report, index after it); None unless every line has exactly that
-    shape, so that anything else (a real splat) stays in the scan."""
-    if _body(lines[i]) != HEADER or i + 3 >= len(lines):
+    (report, index after it, interleaved lines); None unless every line has
+    exactly that shape, so that anything else (a real splat) stays in the
+    scan.  A line another context logged into the middle of the report
+    (the DLM's own lines and the torture's, INTERLEAVED) is handed back to
+    be scanned like any other line."""
+    if _body(lines[i]) != HEADER:
         return None
-    m = NAME.match(_body(lines[i + 1]))
-    c = CPU.match(_body(lines[i + 2]))
+    # The report's own lines (their indexes), and the interleaved others.
+    idx, extra = [i], []
+    k = i + 1
+    while k < len(lines) and len(idx) < 400:
+        if INTERLEAVED.match(_body(lines[k])):
+            extra.append(k)
+        else:
+            idx.append(k)
+        k += 1
+    own = [_body(lines[x]) for x in idx]
+    if len(own) < 4:
+        return None
+    m = NAME.match(own[1])
+    c = CPU.match(own[2])
     if not m or not c:
         return None
     rep = {"injector": m.group(1), "comm": c.group(1), "frames": [], "irq": False}
-    j = i + 3
-    while j < len(lines) and INFO.match(_body(lines[j])):
+    j = 3
+    while j < len(own) and INFO.match(own[j]):
         j += 1
-    if j >= len(lines) or _body(lines[j]) != "Call Trace:":
+    if j >= len(own) or own[j] != "Call Trace:":
         return None
     j += 1
     section = None
-    while j < len(lines):
-        b = _body(lines[j])
+    while j < len(own):
+        b = own[j]
         j += 1
         mk = MARK.match(b)
         if mk:
@@ -188,7 +207,8 @@ def _block_at(lines, i):
                 if section != "TASK":
                     rep["irq"] = True
             elif mk.group(2) == "TASK":
-                return rep, j
+                after = idx[j - 1] + 1
+                return rep, after, [lines[x] for x in extra if x < after]
             else:
                 section = None
             continue
@@ -209,6 +229,7 @@ def split_injections(lines):
         b = _block_at(lines, i)
         if b:
             reps.append(b[0])
+            rest.extend(b[2])
             i = b[1]
         else:
             rest.append(lines[i])

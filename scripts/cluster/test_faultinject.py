@@ -121,6 +121,18 @@ class ConsoleFilter(unittest.TestCase):
         self.assertEqual(reps, [])
         self.assertEqual(rest, lines)
 
+    def test_lines_of_other_contexts_inside_are_kept_and_the_report_goes(self):
+        # Seen in make check: the error callback's line between the report's
+        # name and CPU lines, and another between two frames.
+        lines = INJECTION.splitlines()
+        own = "[  102.750101] dlm: node 2: socket error sending to node 1, sk_err=104"
+        torture = "[  102.750104] dlmrs-torture a2 batch=1 rc=0 torture ls=t"
+        lines.insert(2, own)
+        lines.insert(14, torture)
+        reps, rest = A.split_injections(lines)
+        self.assertEqual(len(reps), 1)
+        self.assertEqual(rest, [own, torture])
+
     def test_a_report_without_its_end_stays(self):
         lines = INJECTION.splitlines()[:-1]
         self.assertEqual(A.strip_injections(lines), lines)
