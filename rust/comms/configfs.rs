@@ -223,8 +223,8 @@ unsafe impl<Data> HasGroup for Subsystem<Data> {
     }
 
     unsafe fn from_raw_group(group: *const bindings::config_group) -> *const Self {
-        // SAFETY: `group` is the `su_group` of the `configfs_subsystem` in a `Self`.
         let subsys =
+            // SAFETY: `group` is the `su_group` of the `configfs_subsystem` in a `Self`.
             unsafe { container_of!(group.cast_mut(), bindings::configfs_subsystem, su_group) };
         let opaque = subsys.cast::<Opaque<bindings::configfs_subsystem>>();
         // SAFETY: `opaque` is the `subsystem` field of a `Self`.
@@ -572,8 +572,8 @@ where
         // SAFETY: `this` is embedded in a live `P` while configfs calls into its group.
         let parent = unsafe { &*P::from_raw_group(this) };
         if <P::Data as GroupOperations>::HAS_DROP_ITEM {
-            // SAFETY: `item` is embedded in a child made by `make`.
             let child =
+                // SAFETY: `item` is embedded in a child made by `make`.
                 unsafe { <<P::Data as GroupOperations>::Child as HasItem>::from_raw_item(item) };
             // SAFETY: `child` came from `Arc::into_raw` in `make`, and configfs's reference is
             // only put below, after the borrow ends.

@@ -171,9 +171,9 @@ where
 {
     // SAFETY: `p` points to a live `T` (the caller's promise).
     let w = unsafe { <T as HasWork<T, ID>>::raw_get_work(p.cast_mut()) };
-    // SAFETY: `w` is the `work` member of the initialised `delayed_work` embedded in that live
-    // `T` (`HasDelayedWork`), so its container is that `delayed_work`.
     let dw =
+        // SAFETY: `w` is the `work` member of the initialised `delayed_work` embedded in that
+        // live `T` (`HasDelayedWork`), so its container is that `delayed_work`.
         unsafe { kernel::container_of!(Work::<T, ID>::raw_get(w), bindings::delayed_work, work) };
     // SAFETY: `dw` is a valid, initialised `delayed_work`.
     let was_pending = unsafe { bindings::cancel_delayed_work_sync(dw) };
