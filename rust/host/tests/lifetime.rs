@@ -7,38 +7,14 @@
 //! here.  Otherwise the ACK F+1 we answer them with would release them on the
 //! peer without their being delivered (issue 9, review item 9).
 
-use std::collections::VecDeque;
+mod common;
 
 use dlm_proto::proto::fin::State;
 use dlm_proto::proto::peer::{Event, Peer, PeerIo};
-use dlm_proto::proto::reliable::UnackedQueue;
 use dlm_proto::proto::seq::Seq;
 use dlm_proto::proto::wire::{self, Cmd, Message};
 
-#[derive(Default)]
-struct Q(VecDeque<(Seq, Vec<u8>)>);
-
-impl UnackedQueue for Q {
-    type Entry = Vec<u8>;
-    fn push_back(&mut self, seq: Seq, e: Vec<u8>) -> Result<(), Vec<u8>> {
-        self.0.push_back((seq, e));
-        Ok(())
-    }
-    fn front_seq(&self) -> Option<Seq> {
-        self.0.front().map(|x| x.0)
-    }
-    fn pop_front(&mut self) -> Option<(Seq, Vec<u8>)> {
-        self.0.pop_front()
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn for_each(&self, f: &mut dyn FnMut(Seq, &Vec<u8>)) {
-        for (s, e) in &self.0 {
-            f(*s, e)
-        }
-    }
-}
+use common::Q;
 
 #[derive(Default)]
 struct Io {

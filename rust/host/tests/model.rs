@@ -8,6 +8,8 @@
 //! sequence of operations.  The simulator does the same at the byte level
 //! with many nodes; this one is for minimal counterexamples.
 
+mod common;
+
 use std::collections::VecDeque;
 
 use dlm_proto::proto::peer::{Event, Peer, PeerIo};
@@ -16,30 +18,7 @@ use dlm_proto::proto::seq::Seq;
 use dlm_proto::proto::wire::{self, Cmd, Message};
 use proptest::prelude::*;
 
-#[derive(Default)]
-struct Q(VecDeque<(Seq, Vec<u8>)>);
-
-impl UnackedQueue for Q {
-    type Entry = Vec<u8>;
-    fn push_back(&mut self, seq: Seq, e: Vec<u8>) -> Result<(), Vec<u8>> {
-        self.0.push_back((seq, e));
-        Ok(())
-    }
-    fn front_seq(&self) -> Option<Seq> {
-        self.0.front().map(|x| x.0)
-    }
-    fn pop_front(&mut self) -> Option<(Seq, Vec<u8>)> {
-        self.0.pop_front()
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn for_each(&self, f: &mut dyn FnMut(Seq, &Vec<u8>)) {
-        for (s, e) in &self.0 {
-            f(*s, e)
-        }
-    }
-}
+use common::Q;
 
 /// One side's glue: its write queue (whole frames, tagged sequenced or
 /// not) and what it delivered.

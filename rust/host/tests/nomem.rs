@@ -6,7 +6,7 @@
 //! owed and queued later by `Peer::flush_owed`, with the numbers it would
 //! have had.  The kernel glue relies on each of these (issue 9).
 
-use std::collections::VecDeque;
+mod common;
 
 use dlm_proto::proto::fin::State;
 use dlm_proto::proto::peer::{Peer, PeerIo, PeerSendError};
@@ -14,30 +14,7 @@ use dlm_proto::proto::reliable::UnackedQueue;
 use dlm_proto::proto::seq::Seq;
 use dlm_proto::proto::wire::{self, Cmd, Message};
 
-#[derive(Default)]
-struct Q(VecDeque<(Seq, Vec<u8>)>);
-
-impl UnackedQueue for Q {
-    type Entry = Vec<u8>;
-    fn push_back(&mut self, seq: Seq, e: Vec<u8>) -> Result<(), Vec<u8>> {
-        self.0.push_back((seq, e));
-        Ok(())
-    }
-    fn front_seq(&self) -> Option<Seq> {
-        self.0.front().map(|x| x.0)
-    }
-    fn pop_front(&mut self) -> Option<(Seq, Vec<u8>)> {
-        self.0.pop_front()
-    }
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-    fn for_each(&self, f: &mut dyn FnMut(Seq, &Vec<u8>)) {
-        for (s, e) in &self.0 {
-            f(*s, e)
-        }
-    }
-}
+use common::Q;
 
 /// Node 1's glue towards node 2; `room` false makes every placement fail.
 struct Io {
