@@ -31,7 +31,12 @@ BURST, RL_SECS = 10, 5
 OUR_SITES = [
     ("invalid message", r"dlm: invalid message from node \d+: "),
     ("version mismatch", r"dlm: version mismatch detected from node \d+"),
-    ("seq mismatch", r"dlm: ignore dlm msg because seq mismatch"),
+    # One text (C's) from two call sites, each limited on its own
+    # (midcomms.rs): a duplicate (seq before the expected one) or a gap.
+    ("seq mismatch: duplicate", r"dlm: ignore dlm msg because seq mismatch, seq: (\d+), "
+     r"expected: (\d+)", "before"),
+    ("seq mismatch: gap", r"dlm: ignore dlm msg because seq mismatch, seq: (\d+), "
+     r"expected: (\d+)", "after"),
     ("ack beyond sent", r"dlm: ignore ack \d+ from node \d+: we only sent up to"),
     ("invalid header", r"dlm: received invalid header from node \d+"),
     ("gap reset", r"dlm: node \d+ skipped a message: resetting"),
@@ -75,13 +80,21 @@ def dlm_lines(lines):
     return out
 
 
+def seq_order(seq, expected):
+    """"before" or "after": where seq lies from expected in the 32-bit
+    sequence space (as rust/proto/seq.rs decides it)."""
+    d = (seq - expected) & 0xffffffff
+    return "before" if d >= 0x80000000 else "after"
+
+
 def classify(lines, sites=OUR_SITES):
     """{group: [lines]}: each line under its call site, else under its text
     with every number replaced by N."""
     groups = {}
     for line in lines:
-        for name, pat in sites:
-            if re.search(pat, line):
+        for name, pat, *order in sites:
+            m = re.search(pat, line)
+            if m and (not order or seq_order(int(m.group(1)), int(m.group(2))) == order[0]):
                 key = name
                 break
         else:

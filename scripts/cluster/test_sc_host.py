@@ -75,12 +75,20 @@ class LogLinesTest(unittest.TestCase):
             "dlm: got connection from 3",
             "dlm: connect from non cluster IPv4 node 192.0.2.200",
             "dlm: ignore ack 82390083 from node 2: we only sent up to 504",
+            "dlm: ignore dlm msg because seq mismatch, seq: 3717332517, expected: 710, nodeid: 2",
+            "dlm: ignore dlm msg because seq mismatch, seq: 700, expected: 710, nodeid: 2",
+            "dlm: ignore dlm msg because seq mismatch, seq: 4294967290, expected: 3, nodeid: 2",
+            "dlm: ignore dlm msg because seq mismatch, seq: 711, expected: 710, nodeid: 2",
         ]
         g = H.classify(lines)
         self.assertEqual(len(g["invalid message"]), 2)
         self.assertEqual(len(g["ack beyond sent"]), 1)
         self.assertEqual(len(g["dlm: got connection from N"]), 2)
         self.assertEqual(len(g["dlm: connect from non cluster IPv4 node N.N.N.N"]), 1)
+        # Two call sites with C's one text: a duplicate (before the expected
+        # seq, across the wrap too) and a gap (after it).
+        self.assertEqual(len(g["seq mismatch: duplicate"]), 3)
+        self.assertEqual(len(g["seq mismatch: gap"]), 1)
 
     def test_window_and_dlm_lines(self):
         text = ("[ 1.0] dlm: before\n[ 2.0] dlmrs-hostile: x begin\n"
