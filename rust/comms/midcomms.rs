@@ -174,7 +174,28 @@ fn log_event(nodeid: i32, e: Event) {
             nodeid,
             seq_send.get()
         ),
-        Event::StaleFin { .. } | Event::Reset => {}
+        // Retransmissions of a lifetime that the peer's FIN ended (a C peer sends its FIN again
+        // after every reconnect): acked so that the peer can finish, as C's duplicates are.
+        Event::Stale { seq } => log_print_ratelimited!(
+            "ignore dlm msg seq {} from node {}: left over from the connection its FIN ended",
+            seq.get(),
+            nodeid
+        ),
+        // Leftovers of a lifetime that our reset ended, while we hold none with the peer.
+        Event::Leftover { seq } => log_print_ratelimited!(
+            "ignore dlm msg seq {} from node {}: left over from a closed connection",
+            seq.get(),
+            nodeid
+        ),
+        // The peer's answers to our last FIN, or ACKs of a lifetime that our reset ended.
+        Event::StaleFin { .. } | Event::LeftoverAck { .. } => {}
+        Event::Reset => {}
+        Event::Restarted { state, unacked } => log_print!(
+            "reset node {} because it started a new connection (state {}, {} unacked dropped)",
+            nodeid,
+            state.name(),
+            unacked
+        ),
         Event::DeliveredAfterFin => {
             kernel::pr_warn_once!("message from node {} after its FIN\n", nodeid)
         }

@@ -412,18 +412,19 @@ impl Fin {
     /// be new: it is a retransmission from the lifetime that the FIN ended,
     /// which can arrive after our side of the handshake finished and reset
     /// the counters (the peer still waits for our last ACK and sends its
-    /// unacked messages again on a new connection).  Returns the ACK value
-    /// to answer it with (the FIN's number plus one, which lets the peer
-    /// finish); the message must be dropped without version detection.
+    /// unacked messages again on a new connection; a C peer also sends its
+    /// FIN again after every reconnect).  Returns the ACK value to answer it
+    /// with (the FIN's number plus one, which lets the peer finish); the
+    /// message must be dropped without version detection.
     ///
     /// C has no such check: after the reset it takes the retransmitted
     /// messages as the start of a new lifetime and delivers them a second
-    /// time.  The guard ends when a lockspace adds the node again, which in
-    /// DLM happens before the peer can send messages of a new lifetime (the
-    /// peer first needs our stateless STATUS reply, and we reply only once
-    /// recovery added the node), or earlier, when the peer's own STATUS
-    /// shows that it started a new lifetime ([`Fin::peer_restarted`]): then
-    /// an ACK F+1 can never release a new message of a peer that reset.
+    /// time.  The guard ends when a lockspace adds the node again, or
+    /// earlier, as soon as the peer shows that it started a new lifetime
+    /// ([`Fin::new_lifetime_fin`], [`Fin::peer_restarted`]): then an ACK
+    /// F+1 can never release a new message of a peer that reset.
+    ///
+    /// Callers check [`Fin::new_lifetime_fin`] first.
     pub fn stale_seq(&self, seq: Seq) -> Option<Seq> {
         match self.peer_fin {
             Some(f) if !seq.after(f) => Some(f.next()),
@@ -431,23 +432,78 @@ impl Fin {
         }
     }
 
-    /// The peer started a new connection lifetime (it asked for our recovery
-    /// status): forget the number of its last FIN, so that its new messages
-    /// are not taken for leftovers of the old lifetime (see
-    /// [`Fin::stale_seq`]), even if they arrive before a lockspace adds the
-    /// node here.
-    pub fn peer_restarted(&mut self) {
-        self.peer_fin = None;
+    /// True when a `DLM_FIN` numbered `seq` proves that the peer started a
+    /// new connection lifetime: we accepted its FIN number F of the old
+    /// one, and `seq` comes before F.  A lifetime has one FIN and numbers
+    /// nothing after it, so every number before F was a message of the old
+    /// lifetime, never its FIN; only a peer that reset (its close timed out,
+    /// or the module was reloaded) and numbers from the start again sends a
+    /// FIN there.  Such a peer detected our version from leftovers of the old
+    /// lifetime (our retransmissions or ACKs) and now closes the lifetime it
+    /// took for new.  The caller then runs [`Fin::peer_restarted`] and
+    /// handles the FIN as one of a new lifetime.
+    pub fn new_lifetime_fin(&self, seq: Seq) -> bool {
+        matches!(self.peer_fin, Some(f) if seq.before(f))
     }
 
-    /// True while CLOSED after a lifetime that ended with the peer's FIN,
-    /// until a lockspace adds the node again.  An ACK arriving then is a
-    /// leftover of the old lifetime (typically the peer's answer to our own
-    /// last FIN, after a reconnect): it must not count as version detection,
-    /// which would move the node back to ESTABLISHED (C does that) and make
-    /// a later active close send a FIN the peer takes for a stale one.
-    pub fn closed_after_fin(&self) -> bool {
-        self.state == State::Closed && self.peer_fin.is_some()
+    /// The peer started a new connection lifetime after the one its last
+    /// FIN ended: it asked for our recovery status (a 3.2 `RCOM_STATUS`,
+    /// which a node sends only to members of a lockspace it runs, so after
+    /// its `add_member`, which resets a node whose close did not finish), or
+    /// it sent a FIN that belongs to a new lifetime
+    /// ([`Fin::new_lifetime_fin`]).  Nothing it sends from now on can be a
+    /// leftover of the old lifetime (it dropped those when it reset).
+    ///
+    /// Forgets the number of its last FIN, so that its new messages are not
+    /// taken for leftovers ([`Fin::stale_seq`]), even if they arrive before a
+    /// lockspace adds the node here; and, unless the node is CLOSED already,
+    /// drops our side of the old lifetime: the close we were in (CLOSE_WAIT,
+    /// LAST_ACK or CLOSING) can never finish, since the peer answers nothing
+    /// of it any more, and our unacked messages and counters of that
+    /// lifetime mean nothing to the new one ([`Actions::reset`]).  With
+    /// users left the node is ESTABLISHED again, as [`Fin::add_member`]
+    /// would make it.  C keeps the old state until the next `add_member`
+    /// ("reset node because shutdown stuck") or `dlm_midcomms_close()`, and
+    /// meanwhile retransmits the old lifetime into the new one.
+    ///
+    /// Does nothing (returns no actions) unless we hold the peer's FIN, so
+    /// the old state is dropped once, not on every later `RCOM_STATUS`.
+    pub fn peer_restarted(&mut self) -> Actions {
+        let mut a = Actions::default();
+        if self.peer_fin.take().is_none() {
+            return a;
+        }
+        if self.state != State::Closed {
+            self.do_reset(&mut a);
+            self.shutdown_deadline = None;
+            if self.users > 0 {
+                self.state = State::Established;
+            }
+        }
+        a
+    }
+
+    /// True while no connection lifetime with the peer exists here: CLOSED
+    /// with no lockspace using the node (a new node, or one whose lifetime
+    /// ended in a reset), or CLOSED after a lifetime that ended with the
+    /// peer's FIN, until a lockspace adds the node again.  Nothing numbered
+    /// can belong to a lifetime then.  The peer starts a new one with a
+    /// stateless `RCOM_STATUS` (which detects its version and moves the node
+    /// to ESTABLISHED), or we do with [`Fin::add_member`]; before that the
+    /// peer sends sequenced messages only in answer to such a STATUS, and
+    /// lock messages only once its lockspace and ours both have each other.
+    ///
+    /// So an ACK, a `DLM_OPTS` or a plain message other than `RCOM_STATUS`
+    /// that arrives now is a leftover of an earlier lifetime: typically the
+    /// retransmissions of a peer that still holds the lifetime that our
+    /// reset ended (its close did not finish in time), or the peer's answer
+    /// to our own last FIN, or a reply to a STATUS of ours that crossed the
+    /// close.  None of them counts as version detection, which would move
+    /// the node to ESTABLISHED (C does that): a lifetime that exists on this
+    /// side only, in which the leftovers look like gaps and invalid ACKs,
+    /// and whose later FIN the peer takes for a stale one.
+    pub const fn outside_lifetime(&self) -> bool {
+        matches!(self.state, State::Closed) && (self.users == 0 || self.peer_fin.is_some())
     }
 
     /// A cumulative ACK released every message before `acked_to`.  If that

@@ -63,6 +63,28 @@ pub enum Event {
         /// Its number.
         seq: Seq,
     },
+    /// A sequenced message (not a FIN) that arrived while no connection
+    /// lifetime with the peer exists here ([`fin::Fin::outside_lifetime`]):
+    /// a leftover of an earlier one; dropped, not acked.
+    Leftover {
+        /// Its number.
+        seq: Seq,
+    },
+    /// An ACK that arrived while no connection lifetime with the peer
+    /// exists here; ignored, no version detection.
+    LeftoverAck {
+        /// The ACK value.
+        ack: Seq,
+    },
+    /// The peer started a new connection lifetime while we still held the
+    /// old one, which its FIN had ended: our side of it (the close we were
+    /// in, the unacked messages, the counters) was dropped.
+    Restarted {
+        /// The state we were in.
+        state: State,
+        /// Our unacked messages of the old lifetime that were dropped.
+        unacked: u32,
+    },
     /// A sequenced message delivered after the peer's FIN (C warns once);
     /// the peer sends nothing sequenced after its FIN, so this is a
     /// protocol violation.
@@ -309,48 +331,71 @@ impl Peer {
             }
         };
 
-        if let Body::Plain(m) = packet.body {
-            if packet.version == Version::V3_2 && m.rc_type() == Some(RcomType::Status as u32) {
-                // A peer that asks for our recovery status runs a lockspace with us: a new
-                // connection lifetime started on its side, and its numbers start again.
-                // Nothing it sends from now on can be a leftover of the lifetime its last FIN
-                // ended (it dropped those when it reset).
-                self.fin.peer_restarted();
+        // Signs that the peer started a new connection lifetime after the one its last FIN
+        // ended: the old one is dropped here, once (see Fin::peer_restarted()).
+        let status = matches!(packet.body, Body::Plain(m)
+            if packet.version == Version::V3_2 && m.rc_type() == Some(RcomType::Status as u32));
+        let restarted = match packet.body {
+            // A peer that asks for our recovery status runs a lockspace with us.
+            Body::Plain(_) => status,
+            Body::Opts(o) => {
+                matches!(o.inner, wire::Inner::Fin) && self.fin.new_lifetime_fin(Seq(o.seq))
             }
-        }
-        if let Body::Opts(o) = packet.body {
-            if let Some(ack) = self.fin.stale_seq(Seq(o.seq)) {
-                io.event(Event::Stale { seq: Seq(o.seq) });
-                self.ack(io, ack);
-                return Ok(());
+            Body::Ack { .. } => false,
+        };
+        if restarted {
+            let state = self.fin.state();
+            let unacked = q.len() as u32;
+            let a = self.fin.peer_restarted();
+            if a.reset {
+                io.event(Event::Restarted { state, unacked });
             }
-            if matches!(o.inner, wire::Inner::Fin)
-                && self.fin.stale_fin_in_closed()
-                && self.version.get() != Some(Version::V3_1)
-            {
-                io.event(Event::StaleFin { seq: Seq(o.seq) });
-                self.ack(io, Seq(o.seq).next());
-                return Ok(());
-            }
+            self.apply(a, q, io);
         }
 
-        if let Body::Ack { seq } = packet.body {
-            if self.fin.closed_after_fin() {
-                io.event(Event::Stale { seq: Seq(seq) });
-                return Ok(());
+        // Leftovers of a lifetime that is over: answered so that the peer can finish it, and
+        // none of them is version detection (which would start a lifetime on this side only).
+        // For a peer known as 3.1 there are no lifetimes; its frames go on to version checks.
+        let outside = self.fin.outside_lifetime() && self.version.get() != Some(Version::V3_1);
+        match packet.body {
+            Body::Opts(o) => {
+                let seq = Seq(o.seq);
+                if let Some(ack) = self.fin.stale_seq(seq) {
+                    io.event(Event::Stale { seq });
+                    self.ack(io, ack);
+                    return Ok(());
+                }
+                if matches!(o.inner, wire::Inner::Fin)
+                    && self.fin.stale_fin_in_closed()
+                    && self.version.get() != Some(Version::V3_1)
+                {
+                    io.event(Event::StaleFin { seq });
+                    self.ack(io, seq.next());
+                    return Ok(());
+                }
+                if outside {
+                    // Not acked: a peer that still holds the old lifetime keeps these messages
+                    // until its FIN (which the rule above acks, releasing them all) or its
+                    // next add_member resets it.
+                    io.event(Event::Leftover { seq });
+                    return Ok(());
+                }
             }
-        }
-
-        // Likewise a stateless RCOM (typically the reply to a STATUS of
-        // ours that crossed the peer's FIN) is delivered but is no version
-        // detection: it must not move the node back to ESTABLISHED, where a
-        // leftover ACK looks invalid and a later active close sends a FIN
-        // the peer takes for a stale one.  The next lifetime detects the
-        // version once a lockspace added the node again.
-        if let Body::Plain(msg) = packet.body {
-            if self.fin.closed_after_fin() {
-                io.deliver(msg, None);
-                return Ok(());
+            Body::Ack { seq } => {
+                if outside {
+                    io.event(Event::LeftoverAck { ack: Seq(seq) });
+                    return Ok(());
+                }
+            }
+            // A stateless RCOM other than STATUS (typically the reply to a STATUS of ours that
+            // crossed the close) is delivered but is no version detection either.  The next
+            // lifetime detects the version once the peer's STATUS arrived or a lockspace added
+            // the node again.
+            Body::Plain(msg) => {
+                if outside && packet.version == Version::V3_2 && !status {
+                    io.deliver(msg, None);
+                    return Ok(());
+                }
             }
         }
 

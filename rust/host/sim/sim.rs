@@ -265,6 +265,11 @@ pub struct Stats {
     pub ack_invalid: u64,
     /// Leftovers of an ended lifetime, acked and dropped.
     pub stale: u64,
+    /// Leftovers that arrived outside any lifetime (dropped, not acked):
+    /// sequenced messages and ACKs.
+    pub leftovers: u64,
+    /// Old lifetimes dropped because the peer showed it started a new one.
+    pub peer_restarts: u64,
     pub partitions: u64,
     pub slow_removes: u64,
     pub crashes: u64,
@@ -302,6 +307,8 @@ impl Stats {
         self.crash_lost += o.crash_lost;
         self.ack_invalid += o.ack_invalid;
         self.stale += o.stale;
+        self.leftovers += o.leftovers;
+        self.peer_restarts += o.peer_restarts;
         self.partitions += o.partitions;
         self.slow_removes += o.slow_removes;
         self.crashes += o.crashes;
@@ -1049,6 +1056,15 @@ impl PeerIo for Io<'_> {
                 }
             }
             Event::Stale { .. } | Event::StaleFin { .. } => self.stats.stale += 1,
+            Event::Leftover { .. } | Event::LeftoverAck { .. } => self.stats.leftovers += 1,
+            Event::Restarted { .. } => {
+                // The peer reset the lifetime that its FIN ended and started
+                // a new one; ours is dropped.  Like the reset of a stuck
+                // close, it may give up messages only if a timeout cut that
+                // lifetime short.
+                self.stats.peer_restarts += 1;
+                self.forced = self.link_forced;
+            }
             Event::VersionDetected(_) => {}
             Event::Unexpected(Unexpected::StuckIn(_)) => {
                 // The reset of a close that never finished.  It may give up

@@ -311,14 +311,64 @@ fn stale_guard_after_peer_fin() {
     assert_eq!(f.stale_seq(Seq(0)), Some(Seq(10)));
     assert_eq!(f.stale_seq(Seq(9)), Some(Seq(10)));
     assert_eq!(f.stale_seq(Seq(10)), None);
-    assert!(f.closed_after_fin());
+    assert!(f.outside_lifetime());
     // Survives the reset at the end of shutdown.
     f.reset();
     assert_eq!(f.stale_seq(Seq(2)), Some(Seq(10)));
     // A new lifetime starts with add_member.
     f.add_member();
     assert_eq!(f.stale_seq(Seq(2)), None);
-    assert!(!f.closed_after_fin());
+    assert!(!f.outside_lifetime());
+}
+
+#[test]
+fn peer_restart_drops_the_old_lifetime_once() {
+    // LAST_ACK: the peer's FIN 9 is in, our passive FIN 4 waits for its ACK.
+    let mut f = established(0);
+    f.fin_received(Seq(9));
+    f.fin_queued(Seq(4));
+    assert_eq!(f.state(), State::LastAck);
+    // Before 9 only a FIN of a new lifetime can be; 9 itself is the old FIN.
+    assert!(f.new_lifetime_fin(Seq(0)));
+    assert!(f.new_lifetime_fin(Seq(8)));
+    assert!(!f.new_lifetime_fin(Seq(9)));
+    assert!(!f.new_lifetime_fin(Seq(10)));
+    let a = f.peer_restarted();
+    assert!(a.reset && a.wake);
+    assert_eq!(f.state(), State::Closed);
+    assert!(!f.stop_tx() && !f.stop_rx());
+    assert_eq!(f.pending_fin(), None);
+    assert_eq!(f.stale_seq(Seq(3)), None);
+    assert!(!f.new_lifetime_fin(Seq(0)));
+    // Once: the next sign of the same new lifetime drops nothing.
+    f.version_detected();
+    assert_eq!(f.peer_restarted(), Actions::default());
+    assert_eq!(f.state(), State::Established);
+
+    // CLOSE_WAIT with users left: ESTABLISHED again, as add_member makes it.
+    let mut f = established(1);
+    f.fin_received(Seq(2));
+    assert_eq!(f.state(), State::CloseWait);
+    assert!(f.peer_restarted().reset);
+    assert_eq!(f.state(), State::Established);
+    assert_eq!(f.users(), 1);
+
+    // CLOSED after the handshake: only the guard ends; nothing to reset.
+    let mut f = established(0);
+    f.shutdown(true, 0);
+    f.fin_queued(Seq(0));
+    f.on_acked(Seq(1));
+    f.fin_received(Seq(9));
+    assert_eq!(f.state(), State::Closed);
+    assert!(f.outside_lifetime());
+    assert_eq!(f.peer_restarted(), Actions::default());
+    assert_eq!(f.stale_seq(Seq(3)), None);
+    assert!(f.outside_lifetime());
+
+    // Without the peer's FIN there is no old lifetime to tell apart.
+    let mut f = established(1);
+    assert_eq!(f.peer_restarted(), Actions::default());
+    assert_eq!(f.state(), State::Established);
 }
 
 #[test]

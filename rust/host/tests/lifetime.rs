@@ -66,10 +66,13 @@ fn rcom_from(nodeid: u32, rc_type: u8) -> Vec<u8> {
 }
 
 /// Node 1 after node 2 ended a lifetime of 10 messages with its FIN
-/// (number 10) while nobody used it here: the handshake is done and node 1
+/// (number 10) while nobody used it here (node 2 started it with a STATUS
+/// from a lockspace node 1 does not run): the handshake is done and node 1
 /// is CLOSED, remembering the peer's FIN.
 fn after_peer_fin() -> (Peer, Q, Io) {
     let (mut p, mut q, mut io) = (Peer::new(2, 0), Q::default(), Io::default());
+    p.receive(&rcom_from(2, 1), &mut q, &mut io).unwrap();
+    assert_eq!(p.state(), State::Established);
     for s in 0..10 {
         p.receive(&msg_frame(2, s), &mut q, &mut io).unwrap();
     }

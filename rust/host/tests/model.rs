@@ -547,9 +547,11 @@ fn peer_only_sequenced_messages_count_as_delivered_after_fin() {
     assert_eq!(n.peer.state(), State::LastAck);
     assert!(n.peer.fin().stop_rx());
     n.events.clear();
-    // A stateless RCOM is the version probe of a peer that reset after its
-    // FIN: normal, and C does not warn about it either.
-    n.rx(&status_from(2));
+    // A stateless RCOM other than STATUS (a reply to a probe of ours that
+    // crossed the FIN) is normal, and C does not warn about it either.
+    let mut reply = status_from(2);
+    reply[16] = 5; // RCOM_STATUS_REPLY
+    n.rx(&reply);
     assert!(
         !n.events.contains(&Event::DeliveredAfterFin),
         "{:?}",
@@ -559,6 +561,17 @@ fn peer_only_sequenced_messages_count_as_delivered_after_fin() {
     n.rx(&msg_frame(2, Seq(2), 2));
     assert_eq!(n.events.last(), Some(&Event::DeliveredAfterFin));
     assert_eq!(n.side.delivered, vec![0, 2]);
+    // A STATUS is the version probe of a peer that reset after its FIN and
+    // starts a new lifetime: no warning either, and the old one is dropped.
+    n.events.clear();
+    n.rx(&status_from(2));
+    assert!(
+        !n.events.contains(&Event::DeliveredAfterFin),
+        "{:?}",
+        n.events
+    );
+    assert_eq!(n.peer.state(), State::Established);
+    assert!(!n.peer.fin().stop_rx());
 }
 
 #[test]

@@ -181,9 +181,10 @@ fn main() -> ExitCode {
         s.resets, s.partitions, s.slow_removes, s.rx_lost, s.crashes, s.restarts, s.lost_bytes
     );
     println!(
-        "protocol: {} retransmissions, {} duplicates re-acked, {} gaps dropped, {} gap resets, {} stale leftovers, {} FINs, {} sessions, {} FIN timeouts, {} version wait timeouts, {} stuck-close resets, {} ACKs beyond the sender after a forced reset",
-        s.retransmits, s.duplicates, s.gaps, s.gap_resets, s.stale, s.fins, s.sessions,
-        s.fin_timeouts, s.version_timeouts, s.stuck_resets, s.ack_invalid
+        "protocol: {} retransmissions, {} duplicates re-acked, {} gaps dropped, {} gap resets, {} stale leftovers, {} leftovers outside a lifetime, {} FINs, {} sessions, {} FIN timeouts, {} version wait timeouts, {} stuck-close resets, {} old lifetimes dropped on a peer's restart, {} ACKs beyond the sender after a forced reset",
+        s.retransmits, s.duplicates, s.gaps, s.gap_resets, s.stale, s.leftovers, s.fins,
+        s.sessions, s.fin_timeouts, s.version_timeouts, s.stuck_resets, s.peer_restarts,
+        s.ack_invalid
     );
     println!(
         "losses: {} messages given up by forced resets, {} lost with crashed nodes; {} back-pressure refusals; max unacked {}, max write queue {} bytes, {} sequenced messages",
