@@ -61,6 +61,13 @@ class ConsoleScanTest(unittest.TestCase):
                 ("dlm: no memory for messages from node 3", ("alloc",), None),
                 ("dlm: node 2: unexpected state: StuckIn", (), "unexpected state"),
                 ("dlm: ignore ack 70 from node 3: we only sent up to 12", (), "ack beyond sent"),
+                ("dlm: ignore ack 70 from node 3: we only sent up to 12", ("reset",),
+                 "ack beyond sent"),
+                ("dlm: ignore ack 70 from node 3: we only sent up to 12", ("rmcomm",), None),
+                ("dlm: ignore dlm msg seq 7 from node 3: left over from the connection its "
+                 "FIN ended", (), None),
+                ("dlm: reset node 3 because it started a new connection (state LAST_ACK, "
+                 "1 unacked dropped)", (), None),
                 ("dlm: message from node 3 after its FIN", (), "message after FIN"),
                 ("dlm: received invalid header from node 2: h_length 8 is less than the",
                  (), "invalid header"),
