@@ -541,7 +541,7 @@ def swap(cl, ids, flavour, say):
 
 def run_cluster(args, n, ours, say):
     """Boot n nodes and run 2 x rounds rounds; [{"layer", "round", figures}]."""
-    initrd = os.path.join(args.out, "initramfs-%d.cpio" % n)
+    initrd = os.path.join(args.out, "initramfs-%d.cpio.gz" % n)
     initramfs.build(args.kdir, initrd, ours, extra=[
         ("lib/modules/extra/dlmbench.ko", os.path.join(args.tools, "dlmbench.ko"), 0o644),
         ("sbin/dlmbu", os.path.join(args.tools, "dlmbu"), 0o755)])

@@ -43,7 +43,7 @@ def main():
     ap.add_argument("--secs", type=int, default=60)
     args = ap.parse_args()
     kdir = args.kdir or C.default_kdir()
-    initrd = os.path.join(C.BUILD, "clockcheck.cpio")
+    initrd = os.path.join(C.BUILD, "clockcheck.cpio.gz")
     initramfs.build(kdir, initrd, None, extra=[
         ("sbin/dlmbu", os.path.join(args.tools, "dlmbu"), 0o755)])
     bad = 0

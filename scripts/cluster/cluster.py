@@ -13,7 +13,7 @@ directory (build/run-<timestamp>/ by default):
     agent<N>.sock qmp<N>.sock    command channel and QMP of node N
     console<N>.log qemu<N>.log   serial console and QEMU's own stderr
     shared.raw                   the shared disk (sparse)
-    initramfs.cpio               the guest image
+    initramfs.cpio.gz            the guest image
     transcript.log               every agent command and its result
 
 With the static stack (default) the host orders DLM membership changes in
@@ -504,7 +504,7 @@ class Cluster:
         if len(alts) > 1:
             raise ClusterError("one alternative dlm.ko per run, got %s" % alts)
         if self.initrd is None:
-            self.initrd = os.path.join(self.dir, "initramfs.cpio")
+            self.initrd = os.path.join(self.dir, "initramfs.cpio.gz")
             initramfs.build(self.kdir, self.initrd, alts[0] if alts else None)
         with open(self.disk, "wb") as f:
             f.truncate(self.disk_mb << 20)

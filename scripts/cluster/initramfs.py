@@ -12,8 +12,7 @@ dynamically linked host tools nft, ss and tc, and the host's cluster stack
 guest/cluster-stack), each with the libraries ldd reports.
 
 The archive is written directly in cpio "newc" format, so /dev/console can
-be a real device node without root; it is compressed with gzip only when
-FILE ends in .gz (an uncompressed archive boots faster, see build()).
+be a real device node without root, and compressed with gzip.
 
     python3 scripts/cluster/initramfs.py --kdir TREE --out FILE [--alt-dlm KO]
 """
@@ -263,15 +262,8 @@ def build(kdir, out, alt_dlm=None, dlmt=None, extra=()):
 
     data = c.finish()
     tmp = out + ".tmp"
-    # Uncompressed unless asked for (FILE.gz): the guest kernel unpacks the
-    # archive on its one CPU during boot, and inflating 20 MB took about
-    # 12 s of a KASAN guest's boot under TCG; an uncompressed one is copied.
-    if out.endswith(".gz"):
-        with gzip.open(tmp, "wb", compresslevel=3) as f:
-            f.write(data)
-    else:
-        with open(tmp, "wb") as f:
-            f.write(data)
+    with gzip.open(tmp, "wb", compresslevel=3) as f:
+        f.write(data)
     os.replace(tmp, out)
     log("%s: %d KiB (%d KiB uncompressed)" % (out, os.path.getsize(out) // 1024,
                                              len(data) // 1024))

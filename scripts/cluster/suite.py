@@ -854,7 +854,7 @@ def main():
                 recorded.append(name)
                 continue
         if args.initrd is None:
-            args.initrd = os.path.join(args.suite_dir, "initramfs.cpio")
+            args.initrd = os.path.join(args.suite_dir, "initramfs.cpio.gz")
             C.initramfs.build(args.kdir, args.initrd, ours if ours != "stock" else None)
         print("=== %s" % label, flush=True)
         err, problems, secs, ctx, rundir = run_scenario(name, fn, timeout, opts, args, t0,
