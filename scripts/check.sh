@@ -106,6 +106,10 @@ fi
 
 if want host; then
 	ts=$(date +%s)
+	# Cargo's build outputs live with the other caches, outside the clone:
+	# a fresh clone (CI) then recompiles only what changed (cargo keys its
+	# own fingerprints); the fuzz build has other flags, so its own dir.
+	export CARGO_TARGET_DIR="$cache/cargo/host"
 	(cd rust/host && cargo fmt --check) >"$logdir/host-fmt.log" 2>&1 && passed=$((passed + 1)) ||
 		{ cat "$logdir/host-fmt.log"; fail "rustfmt (rust/host, rust/proto)"; }
 	rustfmt --edition 2021 --check rust/dlm_comms.rs rust/comms/*.rs >"$logdir/kernel-fmt.log" 2>&1 &&
@@ -120,7 +124,7 @@ if want host; then
 	# crash fails, and the run must report its closing "Done N runs" line.
 	if command -v cargo-fuzz >/dev/null; then
 		mkdir -p build/fuzz/framer_codec
-		run fuzz bash -c 'cd rust/host/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O framer_codec \
+		run fuzz env CARGO_TARGET_DIR="$cache/cargo/fuzz" bash -c 'cd rust/host/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -O framer_codec \
 			../../../build/fuzz/framer_codec corpus/framer_codec -- -max_total_time=60 -max_len=20000 2>&1'
 		rc=$?
 		if [ $rc -eq 0 ] && grep -Eq '^Done [0-9]+ runs in' "$logdir/fuzz.log"; then
@@ -145,6 +149,7 @@ if want host; then
 	else
 		fail "simulator (rust/host/src/bin/dlm-sim.rs) missing"
 	fi
+	unset CARGO_TARGET_DIR
 	stage_time host "$ts"
 fi
 

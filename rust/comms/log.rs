@@ -4,7 +4,6 @@
 //! like the C `log_print()` macro, and `log_print_ratelimited!` does the same through a
 //! per-call-site limiter (10 lines per 5 s, like `printk_ratelimited()`).
 
-use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use kernel::bindings;
 
 /// `log_print()`: one line at `KERN_ERR`, prefixed `dlm: `.
@@ -40,35 +39,21 @@ macro_rules! warn_on_once {
 }
 pub(crate) use warn_on_once;
 
-/// A small burst limiter over `jiffies`.
-pub(crate) struct RateLimit {
-    start: AtomicUsize,
-    count: AtomicU32,
-}
+/// A call site's limiter over `jiffies`: 10 lines per 5 s.
+pub(crate) struct RateLimit(crate::proto::ratelimit::RateLimit);
 
-const BURST: u32 = 10;
 const INTERVAL_MS: u32 = 5000;
 
 impl RateLimit {
     /// A limiter with nothing printed yet.
     pub(crate) const fn new() -> Self {
-        Self {
-            start: AtomicUsize::new(0),
-            count: AtomicU32::new(0),
-        }
+        Self(crate::proto::ratelimit::RateLimit::new())
     }
 
     /// Whether one more line may be printed now.
     pub(crate) fn allow(&self) -> bool {
-        let now = jiffies();
-        let start = self.start.load(Ordering::Relaxed);
         let interval = kernel::time::msecs_to_jiffies(INTERVAL_MS) as usize;
-        if start == 0 || now.wrapping_sub(start) >= interval {
-            self.start.store(now | 1, Ordering::Relaxed);
-            self.count.store(1, Ordering::Relaxed);
-            return true;
-        }
-        self.count.fetch_add(1, Ordering::Relaxed) < BURST
+        self.0.allow(jiffies(), interval)
     }
 }
 

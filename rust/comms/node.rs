@@ -245,7 +245,7 @@ impl WriteQueue {
 
     /// Whether a page or a queue chunk should be allocated ahead (see [`Node::top_up`]).
     fn wants_spares(&self) -> (bool, bool) {
-        (self.spare_pages() == 0, self.entries.needs_chunk())
+        (self.spare_pages() == 0, self.entries.wants_spare())
     }
 
     /// Keeps `page` for a later reservation unless the spares are full; returns what it did
@@ -520,7 +520,7 @@ impl Node {
         let _nofs = NofsScope::enter();
         let ((page, entry_chunk), unacked_chunk) = {
             let tx = self.tx.lock();
-            (tx.wq.wants_spares(), tx.unacked.q.needs_chunk())
+            (tx.wq.wants_spares(), tx.unacked.q.wants_spare())
         };
         if !page && !entry_chunk && !unacked_chunk {
             return;

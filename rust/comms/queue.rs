@@ -86,10 +86,13 @@ impl<T> ChunkQueue<T> {
             || (self.spare.is_some() && self.chunks.len() < self.chunks.capacity())
     }
 
-    /// Whether a push needs a chunk that is not there yet (so a caller in process context can
-    /// preallocate it outside its lock, see [`ChunkQueue::give_spare`]).
-    pub(crate) fn needs_chunk(&self) -> bool {
-        self.spare.is_none() && self.chunks_for(1) > self.chunks.len()
+    /// Whether no chunk is kept ahead, so that the next push to cross into a new chunk would
+    /// allocate under the caller's lock (atomically).  A caller in process context then
+    /// preallocates one outside its lock ([`ChunkQueue::give_spare`]): it is kept whether or
+    /// not the current chunk still has room, so that a burst of pushes from atomic context
+    /// crosses a chunk boundary without allocating.
+    pub(crate) fn wants_spare(&self) -> bool {
+        self.spare.is_none()
     }
 
     /// Allocates a chunk for [`ChunkQueue::give_spare`], outside the caller's lock.

@@ -13,6 +13,7 @@
 pub mod fin;
 pub mod framer;
 pub mod peer;
+pub mod ratelimit;
 pub mod reliable;
 pub mod seq;
 pub mod text;

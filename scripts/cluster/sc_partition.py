@@ -218,7 +218,7 @@ def sc_partition(cl, ctx):
         # No progress at all for longer than the longest cut plus the resume
         # bound is a stall: dump the DLM state then (the scenario fails on
         # the resume check below in any case).
-        watch = StallWatch(cl, ctx, max(c for _, c, _ in CUTS) + RESUME_S + 8)
+        watch = StallWatch(cl, ctx, pend, secs=max(c for _, c, _ in CUTS) + RESUME_S + 8)
         with watch:
             try:
                 cuts(prog, pend)

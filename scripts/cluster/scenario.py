@@ -10,6 +10,7 @@ import re
 import struct
 import sys
 import threading
+import traceback
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -94,13 +95,22 @@ class StallWatch:
         self.stop = threading.Event()
         self.stalls = []        # (dump path, what went wrong or None)
         self.prove = is_mixed(cl)
-        self.t = threading.Thread(target=self.run, daemon=True)
+        self.error = None       # what killed the watch's thread, if anything
+        self.t = threading.Thread(target=self.guarded_run, daemon=True)
 
     def progress(self):
         return {i: self.cl.node(i).console_text().count("dlmrs-torture ") for i in self.pend}
 
     def running(self):
         return [i for i, p in self.pend.items() if not p.done.is_set()]
+
+    def guarded_run(self):
+        """run(), remembering an exception: a watch that died watches
+        nothing, and __exit__ fails the scenario with it."""
+        try:
+            self.run()
+        except Exception:
+            self.error = traceback.format_exc()
 
     def run(self):
         last = self.progress()
@@ -223,6 +233,9 @@ class StallWatch:
     def __exit__(self, *exc):
         self.stop.set()
         self.t.join()
+        if self.error and not exc[0]:
+            raise Failed("the stall watch died, so stalls went unwatched: %s" %
+                         self.error.strip().splitlines()[-1])
 
 
 def watched_totals(cl, ctx, pend, what, during=None):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -275,6 +276,29 @@ class ParseTest(unittest.TestCase):
         self.assertEqual(sorted(f for _, f in to_stock), sorted(S.BAD_FRAMES_FOR_STOCK))
         self.assertTrue(all(s == 1 for s, _ in to_stock))
         self.assertEqual(len([1 for _, r, _ in plan if r == 1]), len(S.BAD_FRAMES))
+
+    def test_stall_watch_death_fails(self):
+        """A StallWatch whose thread dies (sc_partition once passed its
+        timeout where the torture processes belong) fails the scenario
+        instead of leaving the torture unwatched."""
+        class Node:
+            def console_text(self):
+                return "dlmrs-torture x\n"
+
+        class Cluster:
+            scale = 1
+            dlm = ["/x/dlm.ko"] * 3
+
+            def node(self, i):
+                return Node()
+        ctx = SC.Ctx(Cluster(), "t", 0)
+        ctx.say = lambda m: None
+        with self.assertRaisesRegex(SC.Failed, "stall watch died.*TypeError"):
+            with SC.StallWatch(Cluster(), ctx, 31):
+                time.sleep(0.2)
+        done = type("P", (), {"done": threading.Event()})
+        with SC.StallWatch(Cluster(), ctx, {1: done(), 2: done()}):
+            time.sleep(0.2)
 
     def test_stock_stall_proof(self):
         """StallWatch.prove_stock_stall on a fake cluster: which connections

@@ -281,20 +281,37 @@ class WireTest(unittest.TestCase):
             c = Conn(cap, 1, 2, 40001)
             c.send(1, opts(1, 0, msg(1)), opts(1, 1, msg(1)))
             c.send(2, ack(2, 3))
+            c.send(2, ack(2, 2))
             c.send(2, ack(2, 1))
             c.send(1, ack(1, 1))
         rep = self.judge(build)
         self.assertProblem(rep, "2 -> 1 ACK 3 is ahead: node 1 has sent only up to 1",
-                           "2 -> 1 ACK 1 goes back", "1 -> 2 ACK 1 is ahead")
+                           "2 -> 1 ACK 1 goes back on its connection (previous ACK 2)",
+                           "1 -> 2 ACK 1 is ahead")
 
-    def test_ack_replay_is_stale_not_back(self):
+    def test_queued_acks_behind_a_reconnects_first_are_stale(self):
+        """After a reconnect, ours sends its current ACK first and the
+        ACKs queued while the connection was down behind it (partition:
+        ACK 1125, then two 1124s never sent before): counted, no error."""
         def build(cap):
             c = Conn(cap, 1, 2, 40001)
-            c.send(1, opts(1, 0, msg(1)), opts(1, 1, msg(1)), opts(1, 2, msg(1)))
-            c.send(2, ack(2, 1), ack(2, 2), ack(2, 1), ack(2, 1), ack(2, 3))
+            c.send(1, opts(1, 0, msg(1)), opts(1, 1, msg(1)), opts(1, 2, msg(1)),
+                   opts(1, 3, msg(1)))
+            c.send(2, ack(2, 1), ack(2, 2))
+            c.rst(1)
+            c2 = Conn(cap, 1, 2, 40002)
+            c2.send(2, ack(2, 4), ack(2, 3), ack(2, 3), ack(2, 4))
         rep = self.judge(build)
         self.assertEqual(rep.errors, [])
         self.assertEqual(rep.stale_acks, 2)
+
+    def test_ack_falling_within_a_connection(self):
+        def build(cap):
+            c = Conn(cap, 1, 2, 40001)
+            c.send(1, opts(1, 0, msg(1)), opts(1, 1, msg(1)), opts(1, 2, msg(1)))
+            c.send(2, ack(2, 1), ack(2, 2), ack(2, 3), ack(2, 2))
+        rep = self.judge(build)
+        self.assertProblem(rep, "2 -> 1 ACK 2 goes back on its connection (previous ACK 3)")
 
     def test_header_rules(self):
         def build(cap):

@@ -56,14 +56,19 @@ Sequence numbers (u.h_seq of DLM_OPTS and DLM_ACK; comparisons modulo 2^32)
       than the highest number A has sent to B so far in the capture (the
       hub records a frame when it receives it, before it forwards it, so
       a message is always recorded before any answer to it).
-  S4. ACKs never go back to a value not acknowledged before: in each
-      direction an ACK is either the highest so far or a replay of an
-      earlier ACK's value.  Replays (counted as stale_acks) are what both
-      layers send after a reconnect: ACKs queued while the connection was
-      down go out behind the retransmitted copies (seen on ours in
-      *partition*, 30 queued ACKs of 2109 after the new connection's
-      ACK 2110); a receiver ignores them.  A value never sent before
-      below the highest would be a receive state gone back: an error.
+  S4. ACKs never go back within a connection: in each direction, the
+      ACKs a connection carries after its first one never fall.  Both
+      layers queue an ACK with the value of the moment, in order, so the
+      queue's order is the values' order.  The first ACK of a connection
+      is exempt: ours sends its current value ahead of everything still
+      queued when it reconnects (the last ACK may have gone with the old
+      connection), and the ACKs queued while the connection was down
+      then follow below it (seen in *partition*: 30 queued ACKs of 2109
+      after the new connection's ACK 2110; ACK 1125, then two queued
+      1124s never sent before).  An ACK below the highest one sent
+      before in that direction is counted (stale_acks); a receiver
+      ignores it.  A value that falls within a connection after its first
+      ACK would be a receive state gone back: an error.
   A session (the numbering between two midcomms resets) ends with a
   DLM_FIN in that direction: after it, a DLM_OPTS numbered 0 starts a new
   session for that direction (and a new ACK series for its answers).  A
@@ -343,7 +348,7 @@ class Report:
     def summary(self):
         return ("%d frames, %d with DLM data (%d TCP retransmissions), %d DLM messages (%s), "
                 "%d TCP connections, %d breaks, %d DLM retransmissions in %d runs, "
-                "%d stale ACKs replayed, %d problem(s)" % (
+                "%d stale ACKs (below one sent before), %d problem(s)" % (
                     self.frames, self.dlm_frames, self.tcp_retrans, self.pdus,
                     " ".join("%s=%d" % (CMD_NAMES.get(k, k), v)
                              for k, v in sorted(self.counts.items())),
@@ -362,8 +367,10 @@ class Direction:
         self.run_last = None    # last number of the current resend run
         self.run_gen = None     # connection events when the last run began
         self.fin = False        # a DLM_FIN was sent: seq 0 may start a new session
-        self.ack = None         # last ACK value the receiver sent for this direction
-        self.acked = set()      # every ACK value the receiver sent for it
+        self.ack = None         # highest ACK value the receiver sent for this direction
+        # stream -> highest ACK value on that connection after its first
+        # ACK (None while only the first was seen)
+        self.conn_ack = {}
 
 
 def check(path, addrs, complete=True, port=DLM_PORT):
@@ -463,12 +470,18 @@ def judge(frame_iter, addrs, complete=True, port=DLM_PORT):
                             "only up to %d" % st.max))
                 # After a FIN the receiver's numbering may restart before
                 # the sender's next session begins.
-                if st.ack is not None and seq_lt(v, st.ack) and not st.fin:
-                    if v in st.acked:
-                        rep.stale_acks += 1
+                if not st.fin:
+                    if fr.stream in st.conn_ack:
+                        hi = st.conn_ack[fr.stream]
+                        if hi is not None and seq_lt(v, hi):
+                            rep.error(fr, "%s %s goes back on its connection (previous "
+                                      "ACK %d)" % (what, v, hi))
+                        if hi is None or seq_lt(hi, v):
+                            st.conn_ack[fr.stream] = v
                     else:
-                        rep.error(fr, "%s %s goes back (previous ACK %d)" % (what, v, st.ack))
-                st.acked.add(v)
+                        st.conn_ack[fr.stream] = None
+                    if st.ack is not None and seq_lt(v, st.ack):
+                        rep.stale_acks += 1
                 if st.ack is None or seq_lt(st.ack, v):
                     st.ack = v
             elif p.cmd == DLM_OPTS:
