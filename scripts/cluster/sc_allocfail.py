@@ -163,34 +163,40 @@ def _body(line):
     return TS.sub("", line).rstrip("\r")
 
 
-def _block_at(lines, i):
-    """The injection report starting at lines[i] (fail_dump()'s two lines,
-    then dump_stack() of the failing context, up to its "</TASK>"), as
-    (report, index after it, interleaved lines); None unless every line has
-    exactly that shape, so that anything else (a real splat) stays in the
-    scan.  A line another context logged into the middle of the report
-    (the DLM's own lines and the torture's, INTERLEAVED) is handed back to
-    be scanned like any other line."""
+def _own_lines(lines, i, limit):
+    """From lines[i] on, the indexes of up to limit lines that are not
+    INTERLEAVED, and the indexes of the interleaved ones among them."""
+    idx, extra, k = [], [], i
+    while k < len(lines) and len(idx) < limit:
+        (extra if INTERLEAVED.match(_body(lines[k])) else idx).append(k)
+        k += 1
+    return idx, extra
+
+
+def _header_at(lines, i):
+    """fail_dump()'s two lines starting at lines[i], as (injector, indexes);
+    None unless they have exactly that shape."""
     if _body(lines[i]) != HEADER:
         return None
-    # The report's own lines (their indexes), and the interleaved others.
-    idx, extra = [i], []
-    k = i + 1
-    while k < len(lines) and len(idx) < 400:
-        if INTERLEAVED.match(_body(lines[k])):
-            extra.append(k)
-        else:
-            idx.append(k)
-        k += 1
+    idx, _ = _own_lines(lines, i, 2)
+    m = NAME.match(_body(lines[idx[-1]])) if len(idx) == 2 else None
+    return (m.group(1), idx) if m else None
+
+
+def _dump_at(lines, i):
+    """The dump_stack() of a failing context starting at lines[i] (its
+    "CPU:" line up to its "</TASK>"), as (report, indexes); None unless
+    every line has exactly that shape and the trace starts in
+    should_fail_ex(), so that anything else (a real splat) stays in the
+    scan.  Lines another context logged into the middle (the DLM's own
+    lines and the torture's, INTERLEAVED) are not the report's."""
+    c = CPU.match(_body(lines[i]))
+    if not c:
+        return None
+    idx, _ = _own_lines(lines, i, 400)
     own = [_body(lines[x]) for x in idx]
-    if len(own) < 4:
-        return None
-    m = NAME.match(own[1])
-    c = CPU.match(own[2])
-    if not m or not c:
-        return None
-    rep = {"injector": m.group(1), "comm": c.group(1), "frames": [], "irq": False}
-    j = 3
+    rep = {"injector": None, "comm": c.group(1), "frames": [], "irq": False}
+    j = 1
     while j < len(own) and INFO.match(own[j]):
         j += 1
     if j >= len(own) or own[j] != "Call Trace:":
@@ -207,8 +213,7 @@ def _block_at(lines, i):
                 if section != "TASK":
                     rep["irq"] = True
             elif mk.group(2) == "TASK":
-                after = idx[j - 1] + 1
-                return rep, after, [lines[x] for x in extra if x < after]
+                break
             else:
                 section = None
             continue
@@ -219,22 +224,42 @@ def _block_at(lines, i):
             return None
         if not f.group(1):
             rep["frames"].append((f.group(2), f.group(4), section))
-    return None
+    else:
+        return None
+    names = [n for n, _, _ in rep["frames"]]
+    if names[:2] != ["dump_stack_lvl", "should_fail_ex"]:
+        return None
+    rep["injector"] = "failslab" if "should_failslab" in names[2:4] else "fail_page_alloc"
+    return rep, idx[:j]
 
 
 def split_injections(lines):
-    """(reports of injected failures, the other lines)."""
-    reps, rest, i = [], [], 0
+    """(reports of injected failures, the other lines).
+
+    A report is fail_dump()'s header and name lines, then dump_stack() of
+    the failing context.  The two are separate printk calls, so a context
+    preempted between them lets another context's whole report come first
+    (seen in make check: two headers, then two dumps).  A dump is therefore
+    paired with the oldest header of the same injector not yet paired;
+    a header or dump left without its other half stays in the scan."""
+    pending, reps, taken, i = [], [], set(), 0
     while i < len(lines):
-        b = _block_at(lines, i)
-        if b:
-            reps.append(b[0])
-            rest.extend(b[2])
-            i = b[1]
-        else:
-            rest.append(lines[i])
-            i += 1
-    return reps, rest
+        h = _header_at(lines, i)
+        if h:
+            pending.append(h)
+            i = h[1][-1] + 1
+            continue
+        d = _dump_at(lines, i)
+        match = d and [h for h in pending if h[0] == d[0]["injector"]]
+        if match:
+            pending.remove(match[0])
+            taken.update(match[0][1])
+            taken.update(d[1])
+            reps.append(d[0])
+            i = d[1][-1] + 1
+            continue
+        i += 1
+    return reps, [l for k, l in enumerate(lines) if k not in taken]
 
 
 def strip_injections(lines):

@@ -133,6 +133,31 @@ class ConsoleFilter(unittest.TestCase):
         self.assertEqual(len(reps), 1)
         self.assertEqual(rest, [own, torture])
 
+    def test_a_context_preempted_between_header_and_dump(self):
+        # Seen in make check (allocfail, debug flavour): a worker preempted
+        # after fail_dump()'s header, another worker's whole report, then
+        # the first worker's dump_stack() with no header of its own.
+        first = INJECTION.splitlines()
+        second = [l.replace("kworker/u4:3", "kworker/u4:5") for l in first]
+        own = "[  102.750100] dlm: connecting to 1"
+        lines = first[:2] + [own] + second + first[2:]
+        reps, rest = A.split_injections(lines)
+        self.assertEqual([r["comm"] for r in reps], ["kworker/u4:5", "kworker/u4:3"])
+        self.assertEqual(rest, [own])
+
+    def test_a_dump_pairs_only_with_a_header_of_its_injector(self):
+        page = IRQ_INJECTION.splitlines()
+        slab = INJECTION.splitlines()
+        lines = page[:2] + slab[2:]
+        self.assertEqual(A.strip_injections(lines), lines)
+        reps, rest = A.split_injections(page[:2] + slab[:2] + slab[2:] + page[2:])
+        self.assertEqual([r["injector"] for r in reps], ["failslab", "fail_page_alloc"])
+        self.assertEqual(rest, [])
+
+    def test_a_dump_without_a_header_stays(self):
+        lines = INJECTION.splitlines()[2:]
+        self.assertEqual(A.strip_injections(lines), lines)
+
     def test_a_report_without_its_end_stays(self):
         lines = INJECTION.splitlines()[:-1]
         self.assertEqual(A.strip_injections(lines), lines)
