@@ -621,14 +621,37 @@ def judge_console_and_leaks(cl, ctx, alive_ok):
     return problems
 
 
-def run_scenario(name, fn, timeout, opts, args, t0, dlm, label, dirname):
+def initrd_without(opts):
+    """The initramfs parts (initramfs.PARTS) a scenario does without: the
+    cluster stack unless it runs on corosync + dlm_controld, gfs2 unless it
+    formats the shared disk, and sctp (no scenario uses it yet)."""
+    out = ["sctp"]
+    if opts.get("stack", "static") != "controld":
+        out.append("stack")
+    if not opts.get("mkfs"):
+        out.append("gfs2")
+    return tuple(sorted(out))
+
+
+def suite_initrd(args, opts, ours):
+    """The suite's initramfs for a scenario of these options, built once per
+    variant into the suite's directory."""
+    without = initrd_without(opts)
+    path = os.path.join(args.suite_dir, "initramfs%s.cpio.gz" % "".join(
+        "-no" + p for p in without))
+    if not os.path.exists(path):
+        C.initramfs.build(args.kdir, path, ours if ours != "stock" else None, without=without)
+    return path
+
+
+def run_scenario(name, fn, timeout, opts, args, t0, dlm, label, dirname, initrd):
     mkfs = None
     if opts.get("mkfs"):
         mkfs = ["mkfs.gfs2", "-O", "-p", "lock_dlm", "-t", "%s:gfs0" % C.CLUSTER_NAME,
                 "-j", "3", "-J", "16"]
     cl = C.Cluster(args.kdir, n=3, dlm=dlm, name=name, mkfs=mkfs,
                    run_dir=os.path.join(args.suite_dir, dirname),
-                   initrd=args.initrd, seed=args.seed, stack=opts.get("stack", "static"),
+                   initrd=initrd, seed=args.seed, stack=opts.get("stack", "static"),
                    log=lambda m: print("[%5.0fs] %s: %s" % (time.monotonic() - t0, label, m),
                                        flush=True))
     ctx = Ctx(cl, label, t0, opts.get("faults", ()))
@@ -853,12 +876,10 @@ def main():
                 summary.append(line)
                 recorded.append(name)
                 continue
-        if args.initrd is None:
-            args.initrd = os.path.join(args.suite_dir, "initramfs.cpio.gz")
-            C.initramfs.build(args.kdir, args.initrd, ours if ours != "stock" else None)
+        initrd = args.initrd or suite_initrd(args, opts, ours)
         print("=== %s" % label, flush=True)
         err, problems, secs, ctx, rundir = run_scenario(name, fn, timeout, opts, args, t0,
-                                                        dlm, label, dirname)
+                                                        dlm, label, dirname, initrd)
         nums = " ".join("%s=%s" % kv for kv in ctx.numbers.items())
         if expected_failure(name, err, dlm) and not problems:
             verdict = "XFAIL"

@@ -43,6 +43,27 @@ class CpioTest(unittest.TestCase):
         self.assertEqual(sorted(c.names), ["a", "a/b", "a/b/c", "a/b/d"])
 
 
+    def test_tree_skips_the_parts_left_out(self):
+        with tempfile.TemporaryDirectory() as d:
+            for f in ("7.2/kernel/fs/gfs2/gfs2.ko", "7.2/kernel/fs/dlm/dlm.ko",
+                      "7.2/kernel/net/sctp/sctp.ko", "7.2/modules.dep"):
+                os.makedirs(os.path.dirname(os.path.join(d, f)), exist_ok=True)
+                open(os.path.join(d, f), "w").close()
+            c = I.Cpio()
+            c.tree("lib/modules", d, {"7.2/kernel/fs/gfs2", "7.2/kernel/net/sctp"})
+            self.assertIn("lib/modules/7.2/kernel/fs/dlm/dlm.ko", c.names)
+            self.assertIn("lib/modules/7.2/modules.dep", c.names)
+            self.assertFalse([n for n in c.names if "gfs2" in n or "sctp" in n], c.names)
+
+    def test_scenarios_get_what_they_use(self):
+        self.assertEqual(S.initrd_without({}), ("gfs2", "sctp", "stack"))
+        self.assertEqual(S.initrd_without({"mkfs": True}), ("sctp", "stack"))
+        self.assertEqual(S.initrd_without({"stack": "controld", "mkfs": True}), ("sctp",))
+        for name, _, _, opts in S.SCENARIOS:
+            if name in ("gfs2", "gfs2-kill", "controld"):
+                self.assertNotIn("gfs2", S.initrd_without(opts), name)
+
+
 class ConsoleScanTest(unittest.TestCase):
     def test_bad_lines(self):
         for line in ["WARNING: CPU: 0 PID: 1 at fs/dlm/lowcomms.c:432",
