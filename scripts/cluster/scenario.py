@@ -452,13 +452,35 @@ def check_versions(cl, ids):
 
 
 
-def take_leaks(cl, ids, tag):
+# The known leak of the stock fs/dlm/config.c (7.2): drop_node() records a
+# dlm_member_gone for a removed spaces/<ls>/nodes/<id>, freed only by the
+# next dlm_config_nodes(); release_space() never frees those left when the
+# space goes (testing.rst, "Debug flavour").  Our dlm.ko does not link
+# config.c.  Recognised by a symbolised drop_node frame of dlm.ko.
+STOCK_CONFIG_C_LEAK = re.compile(r"^\s*drop_node\+0x[0-9a-f]+/0x[0-9a-f]+ \[dlm\]$")
+
+
+def take_leaks(cl, ids, tag, ctx=None):
     """kmemleak scan on ids: a description of every object reported (each
-    one fails the scenario)."""
-    leaks = []
+    one fails the scenario).  With ctx, in a mixed cluster, the known leak
+    of the stock config.c on a node running the stock dlm.ko is the stock
+    layer's, not ours: those objects are counted in ctx.numbers
+    ("stock_config_c_leaks") and said, not returned.  In an all-stock
+    cluster they fail like any other object."""
+    leaks, stock = [], {}
     for i, objs in sorted(cl.kmemleak_take(ids, tag).items()):
         for obj in objs:
+            if (ctx is not None and is_mixed(cl) and is_stock(cl, i)
+                    and any(STOCK_CONFIG_C_LEAK.match(l) for l in obj)):
+                stock[i] = stock.get(i, 0) + 1
+                continue
             leaks.append("node %d (%s): %s" % (i, tag, " | ".join(
                 l.strip() for l in obj[:1] + [l for l in obj if "+0x" in l][:8])))
+    if stock:
+        ctx.numbers["stock_config_c_leaks"] = sum(stock.values())
+        ctx.say("kmemleak: the stock config.c's known leak (dlm_member_gone from "
+                "drop_node, never freed by release_space) on stock nodes: %s objects; "
+                "not ours, not judged" % ", ".join(
+                    "node %d %d" % kv for kv in sorted(stock.items())))
     return leaks
 

@@ -604,7 +604,7 @@ def judge_console_and_leaks(cl, ctx, alive_ok):
     if alive_ok:
         try:
             leak_nodes = [i for i in cl.alive() if cl.has_kmemleak(i)]
-            other = take_leaks(cl, leak_nodes, "end") if leak_nodes else []
+            other = take_leaks(cl, leak_nodes, "end", ctx) if leak_nodes else []
         except (C.ClusterError, AttributeError, OSError) as e:
             # A cluster that did not boot has no agent to ask.
             problems.append("kmemleak could not be read: %s" % (e or type(e).__name__))

@@ -447,6 +447,34 @@ class KmemleakTest(unittest.TestCase):
         self.assertEqual(C.parse_kmemleak(""), [])
 
 
+    def judge(self, dlm):
+        objs = C.parse_kmemleak(self.REPORT)
+
+        class Cl:
+            def kmemleak_take(self, ids, tag):
+                return {i: list(objs) for i in ids}
+        cl = Cl()
+        cl.dlm = dlm
+        ctx = type("Ctx", (), {})()
+        ctx.numbers, ctx.said = {}, []
+        ctx.say = ctx.said.append
+        return SC.take_leaks(cl, [1, 2, 3], "end", ctx), ctx
+
+    def test_stock_config_c_leak_on_a_stock_node_of_a_mixed_cluster(self):
+        leaks, ctx = self.judge(["/x/dlm.ko", "/x/dlm.ko", "stock"])
+        # Both objects on each of our nodes fail; on the stock node only
+        # the drop_node one is the stock layer's, the other still fails.
+        self.assertEqual([l.split()[1] for l in leaks], ["1", "1", "2", "2", "3"])
+        self.assertIn("0xffff888006a1c300", leaks[-1])
+        self.assertEqual(ctx.numbers, {"stock_config_c_leaks": 1})
+        self.assertIn("node 3 1", ctx.said[0])
+
+    def test_all_stock_fails_on_its_own_leak(self):
+        leaks, ctx = self.judge(["stock"] * 3)
+        self.assertEqual(len(leaks), 6)
+        self.assertEqual(ctx.numbers, {})
+
+
 class GuestScriptsTest(unittest.TestCase):
     GUEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guest")
 
