@@ -12,8 +12,8 @@
 # verdict is not yet recorded for this kernel and harness (suite.py
 # --stock-verdicts; recorded verdicts are listed, not counted).  The debug stage
 # builds the debug kernel flavour and runs the scenarios marked for it
-# (suite.py --debug-set) with our dlm.ko on every node, and allocfail once more
-# in a mixed cluster.  Every stage
+# (suite.py --debug-set) with our dlm.ko on every node, and allocfail and
+# churn once more in a mixed cluster.  Every stage
 # runs even when an earlier one failed (unless it needs what failed); stage
 # times are printed at the end.  The last line is "check: N passed, M failed, X XFAIL"
 # with the tests of every stage added up (XFAIL: the stock C layer's documented
@@ -248,11 +248,12 @@ if want debug; then
 			stage_time debug-build "$ts"
 			suite debug --kdir "$dkdir" --dlm "$top/build/kmod-debug/dlm.ko" --debug-set \
 				--cycles "$debug_cycles" --resets-secs 20 --require-kmemleak
-			# Issue 9's allocfail needs the debug flavour's fault injection and
-			# must also pass with a stock peer: one mixed cluster (its
-			# placement), about 3 min.
+			# Issue 9's allocfail needs the debug flavour's fault injection,
+			# and churn its KASAN and kmemleak; both must also pass with a
+			# stock peer: one mixed cluster each (their placements), about
+			# 3 min each.
 			suite debug-mixed --kdir "$dkdir" --mix "$top/build/kmod-debug/dlm.ko" \
-				--only allocfail
+				--only allocfail,churn
 		else
 			fail "dlm.ko build for the debug flavour"
 		fi
