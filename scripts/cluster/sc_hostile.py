@@ -19,6 +19,8 @@ UNCONF_CONNS = 100          # more than the rate limit lets through
 BATCH = "100-400"           # frames per connection before its terminal frame
 TORTURE_SECS = 50           # outlasts the attack (about 25 s on our layer)
 HOSTILE_SECS = 40           # the sender's own time limit for the configured phase
+# Both are multiplied by the kernel's time scale (cluster.time_scale): a
+# KASAN guest under TCG sends about 44,000 frames in 40 s.
 # Our layer's rate limit (rust/comms/log.rs), like printk_ratelimited(): at
 # most BURST lines per call site in any window of RL_SECS.
 BURST, RL_SECS = 10, 5
@@ -156,6 +158,7 @@ def sc_hostile(cl, ctx):
         "stock" if cl.dlm[sender - 1] == "stock" else "ours"))
     cl.node(sender).run("ip addr add %s/24 dev eth0" % UNCONF_ADDR)
     res = {}
+    hostile_secs, torture_secs = HOSTILE_SECS * cl.scale, TORTURE_SECS * cl.scale
 
     def attack():
         time.sleep(3)
@@ -178,15 +181,15 @@ def sc_hostile(cl, ctx):
         t0 = time.monotonic()
         r = cl.node(sender).run("hostile --to %s --from %s --nodeid %d --frames %d "
                                 "--batch %s --secs %d --wait 5 --seed 11" %
-                                (taddr, saddr, sender, FRAMES, BATCH, HOSTILE_SECS),
-                                timeout=HOSTILE_SECS + 120)
+                                (taddr, saddr, sender, FRAMES, BATCH, hostile_secs),
+                                timeout=hostile_secs + 120)
         res["secs2"] = time.monotonic() - t0
         marker(cl, target, "configured end")
         res["conf"] = hostile_kv(r)
         ctx.say("from %s: %s" % (saddr, r.out.strip()))
         res["idle"] = [i for i in ids if pend[i].done.is_set()]
 
-    pend = {i: start_torture(cl, i, TORTURE_SECS, "h%d" % i) for i in ids}
+    pend = {i: start_torture(cl, i, torture_secs, "h%d" % i) for i in ids}
     errors, totals = [], None
     try:
         totals = watched_totals(cl, ctx, pend, "hostile frames", during=attack)
@@ -233,7 +236,7 @@ def sc_hostile(cl, ctx):
         want = FRAMES * 10 if broken(ctx, "frames") else FRAMES
         if c["frames"] < want:
             errors.append("the sender got only %d of %d frames through in %d s (%s)" % (
-                c["frames"], want, HOSTILE_SECS, c))
+                c["frames"], want, hostile_secs, c))
         errors += judge_lines(ctx, target, w2, res["secs2"], "for %d frames in %d connections"
                               % (c["frames"], c["conns"]))
     if totals is not None:
@@ -259,8 +262,9 @@ def sc_hostile(cl, ctx):
 
 
 SCENARIOS = [
-    # Not on the debug flavour: its KASAN kernel under TCG took only 44,371
-    # of the 100,000 frames in the 40 s the torture runs (make check,
-    # 2026-12-03); the base flavour takes them all.
-    ("hostile", sc_hostile, 420, {"faults": ("hostile",), "placement": {1: (1,)}}),
+    # On the debug flavour too (issue 8, item 12), with the attack and the
+    # torture three times as long: its KASAN kernel under TCG took only
+    # 44,371 of the 100,000 frames in 40 s (make check, 2026-12-03).
+    ("hostile", sc_hostile, 420,
+     {"faults": ("hostile",), "debug": True, "placement": {1: (1,)}}),
 ]

@@ -109,5 +109,5 @@ def sc_loss(cl, ctx):
 
 
 SCENARIOS = [
-    ("loss", sc_loss, 300, {"placement": {2: (1, 2)}}),
+    ("loss", sc_loss, 300, {"debug": True, "placement": {2: (1, 2)}}),
 ]
