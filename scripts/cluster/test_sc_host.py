@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: GPL-2.0
-"""Host unit tests of the pure parts of sc_gfs2_kill.py and sc_hostile.py
-(no VMs):
+"""Host unit tests of the pure parts of sc_gfs2_kill.py, sc_hostile.py and
+sc_partition.py (no VMs):
 
     python3 -m unittest discover -s scripts/cluster -p 'test_*.py'
 """
@@ -16,6 +16,7 @@ sys.path.insert(0, HERE)
 
 import sc_gfs2_kill as G  # noqa: E402
 import sc_hostile as H  # noqa: E402
+import sc_partition as P  # noqa: E402
 
 
 class FakeCluster:
@@ -24,6 +25,26 @@ class FakeCluster:
 
     def alive(self):
         return list(range(1, len(self.dlm) + 1))
+
+
+class PartitionLinesTest(unittest.TestCase):
+    def test_counts_from_the_whole_console_not_the_wrapped_dmesg(self):
+        boot = "[    4.5] dlm: got connection from 2"
+        after = "[   53.0] dlm: got connection from 2"
+
+        class Node:
+            def console_text(self):
+                return "\n".join([boot, "[   10.0] dlmrs-torture p1 batch=1", after])
+
+            def run(self, cmd):
+                # The guest's dmesg after it wrapped: the boot line is gone.
+                return type("R", (), {"out": after + "\n"})()
+
+        class Cl:
+            def node(self, i):
+                return Node()
+        lines = P.console_lines(Cl(), 1, P.ACCEPT_LINE)
+        self.assertEqual(lines, [boot, after])
 
 
 class PlacementTest(unittest.TestCase):
