@@ -172,7 +172,8 @@ pub(crate) fn init() -> Result {
     Ok(())
 }
 
-/// Frees the global state (`dlm_midcomms_exit()`); every node must be gone.
+/// Frees the global state (`dlm_midcomms_exit()`); every node must be gone.  Process context:
+/// dropping the node tables cleans up their SRCU domains, which sleeps.
 pub(crate) fn exit() {
     ffi::fault::exit();
     let p = COMMS.swap(core::ptr::null_mut(), Ordering::AcqRel);
