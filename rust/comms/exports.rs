@@ -23,7 +23,6 @@ use super::{
     midcomms::{self, Handle},
     node::{io, Node},
     sock::SockAddr,
-    sync::NofsScope,
 };
 
 fn errno(e: Error) -> c_int {
@@ -197,22 +196,9 @@ unsafe extern "C" fn dlm_midcomms_addr(nodeid: c_int, addr: *const c_void) -> c_
 /// `dlm_midcomms_addr()` for the configfs `addr` write.
 pub(crate) fn midcomms_addr(nodeid: c_int, a: &SockAddr) -> Result {
     let c = comms().ok_or(ENOMEM)?;
-    if let Some(node) = c.node(nodeid) {
-        return node.add_addr(a);
+    if let Some(node) = c.add_addr(nodeid, a)? {
+        debugfs_create(&node);
     }
-    let node = {
-        // configfs serves a cluster file system's daemon: no reclaim into it (C: GFP_NOFS).
-        let _nofs = NofsScope::enter();
-        Node::new(nodeid, a, ffi::config::mark())?
-    };
-    {
-        let mut nodes = c.nodes.lock();
-        if nodes.iter().any(|n| n.nodeid == nodeid) {
-            return Err(EEXIST);
-        }
-        nodes.push(node.clone(), GFP_ATOMIC)?;
-    }
-    debugfs_create(&node);
     Ok(())
 }
 
@@ -263,12 +249,7 @@ pub(crate) extern "C" fn dlm_midcomms_close(nodeid: c_int) -> c_int {
         midcomms::close(&node);
     }
     let _g = c.close_lock.lock();
-    let node = {
-        let mut nodes = c.nodes.lock();
-        let pos = nodes.iter().position(|n| n.nodeid == nodeid);
-        pos.and_then(|i| nodes.remove(i).ok())
-    };
-    let Some(node) = node else {
+    let Some(node) = c.remove_node(nodeid) else {
         return ENOENT.to_errno();
     };
     log_print!("closing connection to node {}", nodeid);
@@ -307,7 +288,7 @@ extern "C" fn dlm_midcomms_init() {
 #[no_mangle]
 extern "C" fn dlm_midcomms_exit() {
     if let Some(c) = comms() {
-        let nodes = core::mem::take(&mut *c.nodes.lock());
+        let nodes = c.remove_all_nodes();
         for node in nodes.iter() {
             midcomms::close(node);
             finish_node(&c, node);

@@ -65,6 +65,13 @@ extern "C" {
     pub(crate) fn dlm_rs_sock_write_space(sock: *mut bindings::socket, app_limited: bool);
     pub(crate) fn dlm_rs_memalloc_nofs_save() -> c_uint;
     pub(crate) fn dlm_rs_memalloc_nofs_restore(flags: c_uint);
+    pub(crate) fn dlm_rs_init_srcu_struct(
+        ssp: *mut bindings::srcu_struct,
+        name: *const c_char,
+        key: *mut bindings::lock_class_key,
+    ) -> c_int;
+    pub(crate) fn dlm_rs_srcu_read_lock(ssp: *mut bindings::srcu_struct) -> c_int;
+    pub(crate) fn dlm_rs_srcu_read_unlock(ssp: *mut bindings::srcu_struct, idx: c_int);
     pub(crate) fn dlm_rs_configfs_add_default_group(
         new_group: *mut bindings::config_group,
         group: *mut bindings::config_group,

@@ -33,6 +33,7 @@ use super::{
     midcomms,
     node::{io, Conn, Node},
     sock::{Io, SockAddr, Socket},
+    srcu::{new_srcu_hash_table, SrcuHashTable},
     sync::{
         cancel_delayed_work, cancel_work, new_spinlock_bh, new_wait_queue, NofsScope, OwnedQueue,
         SpinLockBh, WaitQueue,
@@ -53,6 +54,21 @@ const ACCEPT_STALL_MS: i64 = 5000;
 /// Pause before a worker retries after an allocation failed.
 const RETRY_MS: i64 = 10;
 
+/// Buckets of the node tables (C: `CONN_HASH_SIZE`, `NODE_HASH_SIZE`).
+const NODE_HASH_SIZE: usize = 32;
+
+/// The bucket of a node id, as C picks it.
+const fn nodeid_hash(nodeid: i32) -> u32 {
+    nodeid as u32
+}
+
+/// An entry of the address table: one configured address of a node.
+#[derive(Clone)]
+struct NodeAddr {
+    addr: SockAddr,
+    node: Arc<Node>,
+}
+
 /// A buffer of whole received messages waiting for the BH worker.
 pub(crate) struct RxBuf {
     node: Arc<Node>,
@@ -68,9 +84,15 @@ struct Queues {
 /// Global comms state, allocated by `dlm_midcomms_init()` and freed by `dlm_midcomms_exit()`.
 #[pin_data]
 pub(crate) struct Comms {
-    /// Every configured node; writers are process context, readers any context.
+    /// Every configured node, by node id; readers (any context) take no lock.
     #[pin]
-    pub(crate) nodes: SpinLockBh<KVec<Arc<Node>>>,
+    nodes: SrcuHashTable<Arc<Node>, NODE_HASH_SIZE>,
+    /// Every configured address of every node, by address (for accept).
+    #[pin]
+    addrs: SrcuHashTable<NodeAddr, NODE_HASH_SIZE>,
+    /// Serialises the writers of `nodes` and `addrs`, which keeps the two in agreement.
+    #[pin]
+    nodes_lock: Mutex<()>,
     #[pin]
     queues: Mutex<Queues>,
     /// The `dlm_io` queue for callbacks and the send API (null when stopped).
@@ -127,7 +149,9 @@ pub(crate) fn comms() -> Option<ArcBorrow<'static, Comms>> {
 pub(crate) fn init() -> Result {
     let c = Arc::pin_init(
         try_pin_init!(Comms {
-            nodes <- new_spinlock_bh!(KVec::new(), "dlm_nodes"),
+            nodes <- new_srcu_hash_table!("dlm_nodes_srcu"),
+            addrs <- new_srcu_hash_table!("dlm_addrs_srcu"),
+            nodes_lock <- new_mutex!((), "dlm_nodes_lock"),
             queues <- new_mutex!(Queues { io: None, process: None }, "dlm_queues"),
             io_wq: AtomicPtr::new(core::ptr::null_mut()),
             process_wq: AtomicPtr::new(core::ptr::null_mut()),
@@ -148,7 +172,8 @@ pub(crate) fn init() -> Result {
     Ok(())
 }
 
-/// Frees the global state (`dlm_midcomms_exit()`); every node must be gone.
+/// Frees the global state (`dlm_midcomms_exit()`); every node must be gone.  Process context:
+/// dropping the node tables cleans up their SRCU domains, which sleeps.
 pub(crate) fn exit() {
     ffi::fault::exit();
     let p = COMMS.swap(core::ptr::null_mut(), Ordering::AcqRel);
@@ -178,39 +203,143 @@ impl Comms {
         Some(unsafe { Queue::from_raw(p) })
     }
 
-    /// Looks a node up by id; any context.
+    /// Looks a node up by id; any context, takes no lock.
     pub(crate) fn node(&self, nodeid: i32) -> Option<Arc<Node>> {
         self.nodes
-            .lock()
+            .read()
+            .bucket(nodeid_hash(nodeid))
             .iter()
             .find(|n| n.nodeid == nodeid)
             .cloned()
     }
 
+    /// Looks a node up by one of its addresses; any context, takes no lock.
+    fn node_by_addr(&self, a: &SockAddr) -> Option<Arc<Node>> {
+        self.addrs
+            .read()
+            .bucket(a.hash())
+            .iter()
+            .find(|e| e.addr.same(a))
+            .map(|e| e.node.clone())
+    }
+
     /// A snapshot of all nodes; process context.  It cannot come back short: the array is
-    /// allocated with a sleeping allocation outside the table lock, and again (after a pause)
-    /// until that succeeds, so that shutdown and version wait never skip a node.
+    /// allocated with a sleeping allocation outside the read-side section, and again (after a
+    /// pause) until that succeeds, so that shutdown and version wait never skip a node.
     pub(crate) fn all_nodes(&self) -> KVec<Arc<Node>> {
         let _nofs = NofsScope::enter();
         loop {
-            let n = self.nodes.lock().len();
+            let n = self.nodes.read().iter().count();
             let Ok(mut v) = KVec::with_capacity(n, GFP_KERNEL) else {
                 fsleep(Delta::from_millis(RETRY_MS));
                 continue;
             };
-            let nodes = self.nodes.lock();
-            if nodes.len() > v.capacity() {
+            let nodes = self.nodes.read();
+            if nodes
+                .iter()
+                .any(|node| v.push_within_capacity(node.clone()).is_err())
+            {
+                // A node was added meanwhile.
                 continue;
-            }
-            for node in nodes.iter() {
-                let _ = v.push_within_capacity(node.clone());
             }
             return v;
         }
     }
 
-    fn node_by_addr(&self, a: &SockAddr) -> Option<Arc<Node>> {
-        self.nodes.lock().iter().find(|n| n.has_addr(a)).cloned()
+    /// `dlm_midcomms_addr()`: adds address `a` to node `nodeid`, or a new node with it.
+    /// Returns the node if it is new.  Process context.
+    pub(crate) fn add_addr(&self, nodeid: i32, a: &SockAddr) -> Result<Option<Arc<Node>>> {
+        // configfs serves a cluster file system's daemon: no reclaim into it (C: GFP_NOFS).
+        let _nofs = NofsScope::enter();
+        let _w = self.nodes_lock.lock();
+        if let Some(node) = self.node(nodeid) {
+            node.add_addr(a)?;
+            if let Err(e) = self.hash_addr(a, &node) {
+                node.remove_addr(a);
+                return Err(e);
+            }
+            return Ok(None);
+        }
+        let node = Node::new(nodeid, a, ffi::config::mark())?;
+        self.hash_addr(a, &node)?;
+        let hashed = self.nodes.update(nodeid_hash(nodeid), |bucket| {
+            let mut v = KVec::with_capacity(bucket.len() + 1, GFP_KERNEL)?;
+            v.extend_from_slice(bucket, GFP_KERNEL)?;
+            v.push(node.clone(), GFP_KERNEL)?;
+            Ok(Some(v))
+        });
+        if let Err(e) = hashed {
+            self.unhash_addrs(&node);
+            return Err(e);
+        }
+        Ok(Some(node))
+    }
+
+    /// Adds `a` of `node` to the address table; under `nodes_lock`.
+    fn hash_addr(&self, a: &SockAddr, node: &Arc<Node>) -> Result {
+        self.addrs.update(a.hash(), |bucket| {
+            let mut v = KVec::with_capacity(bucket.len() + 1, GFP_KERNEL)?;
+            v.extend_from_slice(bucket, GFP_KERNEL)?;
+            v.push(
+                NodeAddr {
+                    addr: *a,
+                    node: node.clone(),
+                },
+                GFP_KERNEL,
+            )?;
+            Ok(Some(v))
+        })?;
+        Ok(())
+    }
+
+    /// Removes every entry of `node` from the table `t`'s bucket of `hash`, and waits until no
+    /// reader can see them.  It cannot fail: a failed allocation is retried after a pause.
+    /// Under `nodes_lock`.
+    fn unhash<T: Clone>(
+        t: &SrcuHashTable<T, NODE_HASH_SIZE>,
+        hash: u32,
+        node: &Arc<Node>,
+        of: impl Fn(&T) -> &Arc<Node>,
+    ) {
+        let update = |bucket: &[T]| {
+            if !bucket.iter().any(|x| Arc::ptr_eq(of(x), node)) {
+                return Ok(None);
+            }
+            let mut v = KVec::with_capacity(bucket.len(), GFP_KERNEL)?;
+            for x in bucket.iter().filter(|x| !Arc::ptr_eq(of(x), node)) {
+                v.push(x.clone(), GFP_KERNEL)?;
+            }
+            Ok(Some(v))
+        };
+        while t.update(hash, update).is_err() {
+            fsleep(Delta::from_millis(RETRY_MS));
+        }
+    }
+
+    /// Removes every address of `node` from the address table; under `nodes_lock`.
+    fn unhash_addrs(&self, node: &Arc<Node>) {
+        for hash in node.addr_hashes().into_iter().flatten() {
+            Self::unhash(&self.addrs, hash, node, |e| &e.node);
+        }
+    }
+
+    /// Takes node `nodeid` out of the tables and waits until no lookup can find it any more
+    /// (C: `hlist_del_rcu()`, `synchronize_srcu()`); the caller then stops and drops it.
+    /// Process context.
+    pub(crate) fn remove_node(&self, nodeid: i32) -> Option<Arc<Node>> {
+        let _nofs = NofsScope::enter();
+        let _w = self.nodes_lock.lock();
+        let node = self.node(nodeid)?;
+        Self::unhash(&self.nodes, nodeid_hash(nodeid), &node, |n| n);
+        self.unhash_addrs(&node);
+        Some(node)
+    }
+
+    /// Takes every node out of the tables, as [`Comms::remove_node`] does; process context.
+    pub(crate) fn remove_all_nodes(&self) -> KVec<Arc<Node>> {
+        let mut nodes = self.all_nodes();
+        nodes.retain(|n| self.remove_node(n.nodeid).is_some());
+        nodes
     }
 
     /// `dlm_lowcomms_is_running()`.

@@ -2,7 +2,7 @@
 
 //! Kernel glue of the Rust DLM comms layer.
 //!
-//! * `ffi`, `sync`, `sock`, `page`: thin wrappers; all `unsafe` that touches C lives there (plus
+//! * `ffi`, `sync`, `srcu`, `sock`, `page`: thin wrappers; all `unsafe` that touches C lives there (plus
 //!   the `exports` entry points, which convert C arguments).
 //! * `node`: per-peer state (connection, write queue, reliable-layer state) and its locks.
 //! * `lowcomms`: sockets, workers, callbacks.
@@ -23,4 +23,5 @@ mod node;
 mod page;
 mod queue;
 mod sock;
+mod srcu;
 pub(crate) mod sync;

@@ -559,12 +559,6 @@ impl Node {
         self.io.fetch_and(!bit, Ordering::AcqRel) & bit != 0
     }
 
-    /// Whether `a` is one of the node's addresses.
-    pub(crate) fn has_addr(&self, a: &SockAddr) -> bool {
-        let addrs = self.addrs.lock();
-        addrs.addr[..addrs.count].iter().any(|x| x.same(a))
-    }
-
     /// Appends an address: `EEXIST` for a duplicate, `ENOSPC` beyond eight.
     pub(crate) fn add_addr(&self, a: &SockAddr) -> Result {
         let mut addrs = self.addrs.lock();
@@ -578,6 +572,26 @@ impl Node {
         addrs.addr[n] = *a;
         addrs.count = n + 1;
         Ok(())
+    }
+
+    /// Removes address `a` again (undoes [`Node::add_addr`]).
+    pub(crate) fn remove_addr(&self, a: &SockAddr) {
+        let mut addrs = self.addrs.lock();
+        let n = addrs.count;
+        if let Some(i) = addrs.addr[..n].iter().position(|x| x.same(a)) {
+            addrs.addr.copy_within(i + 1..n, i);
+            addrs.count = n - 1;
+        }
+    }
+
+    /// The address-table hashes of the node's addresses.
+    pub(crate) fn addr_hashes(&self) -> [Option<u32>; MAX_ADDR_COUNT] {
+        let addrs = self.addrs.lock();
+        let mut hashes = [None; MAX_ADDR_COUNT];
+        for (h, a) in hashes.iter_mut().zip(addrs.addr[..addrs.count].iter()) {
+            *h = Some(a.hash());
+        }
+        hashes
     }
 
     /// The address to connect to (TCP always uses the first one, as C does).

@@ -96,6 +96,25 @@ impl SockAddr {
         }
     }
 
+    /// A hash of what [`SockAddr::same`] compares (family, port and address, not the IPv6 flow
+    /// label), so that two addresses naming the same peer hash alike: FNV-1a, its high bits
+    /// folded into the low ones that pick a bucket.
+    pub(crate) fn hash(&self) -> u32 {
+        let mut h: u32 = 0x811c_9dc5;
+        let mut mix = |bytes: &[u8]| {
+            for &b in bytes {
+                h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+            }
+        };
+        if self.family() == bindings::AF_INET6 {
+            mix(&self.bytes[..4]);
+            mix(&self.bytes[8..24]);
+        } else {
+            mix(self.key());
+        }
+        h ^ (h >> 16)
+    }
+
     /// Whether two addresses name the same peer, as C's `addr_compare()` decides.
     pub(crate) fn same(&self, other: &Self) -> bool {
         match self.family() {

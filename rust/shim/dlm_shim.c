@@ -19,6 +19,7 @@
 #include <linux/net.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
+#include <linux/srcu.h>
 #include <net/sock.h>
 
 #include "dlm_internal.h"
@@ -179,6 +180,27 @@ unsigned int dlm_rs_memalloc_nofs_save(void)
 void dlm_rs_memalloc_nofs_restore(unsigned int flags)
 {
 	memalloc_nofs_restore(flags);
+}
+
+/* With lockdep the class comes from the caller, as for the Rust locks. */
+int dlm_rs_init_srcu_struct(struct srcu_struct *ssp, const char *name,
+			    struct lock_class_key *key)
+{
+#ifdef CONFIG_DEBUG_LOCK_ALLOC
+	return __init_srcu_struct(ssp, name, key);
+#else
+	return init_srcu_struct(ssp);
+#endif
+}
+
+int dlm_rs_srcu_read_lock(struct srcu_struct *ssp)
+{
+	return srcu_read_lock(ssp);
+}
+
+void dlm_rs_srcu_read_unlock(struct srcu_struct *ssp, int idx)
+{
+	srcu_read_unlock(ssp, idx);
 }
 
 /* The comms tracepoints of include/trace/events/dlm.h (defined in main.c). */

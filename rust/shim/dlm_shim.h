@@ -15,6 +15,8 @@ struct sock;
 struct page;
 struct kmem_cache;
 struct config_group;
+struct srcu_struct;
+struct lock_class_key;
 
 /* The four socket callbacks dlm replaces, saved and restored as one. */
 struct dlm_rs_sk_cbs {
@@ -45,6 +47,10 @@ void dlm_rs_sock_wait_write_space(struct socket *sock);
 void dlm_rs_sock_write_space(struct socket *sock, bool app_limited);
 unsigned int dlm_rs_memalloc_nofs_save(void);
 void dlm_rs_memalloc_nofs_restore(unsigned int flags);
+int dlm_rs_init_srcu_struct(struct srcu_struct *ssp, const char *name,
+			    struct lock_class_key *key);
+int dlm_rs_srcu_read_lock(struct srcu_struct *ssp);
+void dlm_rs_srcu_read_unlock(struct srcu_struct *ssp, int idx);
 void dlm_rs_configfs_add_default_group(struct config_group *new_group,
 				       struct config_group *group);
 
