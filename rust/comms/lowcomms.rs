@@ -325,11 +325,16 @@ impl Comms {
 
     /// Takes node `nodeid` out of the tables and waits until no lookup can find it any more
     /// (C: `hlist_del_rcu()`, `synchronize_srcu()`); the caller then stops and drops it.
-    /// Process context.
+    ///
+    /// First no delivery of its messages may begin any more (`CLOSED`), and the deliveries in
+    /// progress, each inside a read-side section of `nodes` (see [`Comms::deliver`]), end: the
+    /// lock manager's replies to them still find the node.  Process context.
     pub(crate) fn remove_node(&self, nodeid: i32) -> Option<Arc<Node>> {
         let _nofs = NofsScope::enter();
         let _w = self.nodes_lock.lock();
         let node = self.node(nodeid)?;
+        node.io_test_and_set(io::CLOSED);
+        self.nodes.synchronize();
         Self::unhash(&self.nodes, nodeid_hash(nodeid), &node, |n| n);
         self.unhash_addrs(&node);
         Some(node)
@@ -340,6 +345,16 @@ impl Comms {
         let mut nodes = self.all_nodes();
         nodes.retain(|n| self.remove_node(n.nodeid).is_some());
         nodes
+    }
+
+    /// Hands `buf`, received from `node`, to the reliable layer and the lock manager, inside a
+    /// read-side section of the node table: [`Comms::remove_node`] marks the node `CLOSED`
+    /// (checked before every message) and waits for this section before the node leaves the
+    /// table, so that whatever the lock manager sends while handling a message finds its sender.
+    /// BH context.
+    fn deliver(&self, node: &Arc<Node>, buf: &[u8]) {
+        let _r = self.nodes.read();
+        midcomms::process(node, buf);
     }
 
     /// `dlm_lowcomms_is_running()`.
@@ -1308,7 +1323,7 @@ impl WorkItem<1> for Comms {
                 q.remove(0)
             };
             if let Ok(b) = b {
-                midcomms::process(&b.node, &b.data);
+                c.deliver(&b.node, &b.data);
             }
         }
         c.rxq_wait.notify_all();

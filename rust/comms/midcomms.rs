@@ -327,8 +327,10 @@ pub(crate) fn frame(nodeid: i32, buf: &[u8]) -> (usize, bool) {
 
 // ---- receive (dlm_process BH worker) ----------------------------------------------------
 
-/// Processes a buffer of whole messages from `node`, in order.  Nothing is delivered once the
-/// node was removed (`dlm_midcomms_close()`): its messages are dropped, as C drops them.
+/// Processes a buffer of whole messages from `node`, in order, inside a read-side section of
+/// the node table (`Comms::deliver`).  Nothing is delivered once the node is being removed
+/// (`dlm_midcomms_close()` sets `CLOSED`, then waits for that section): its messages are
+/// dropped, as C drops them.
 pub(crate) fn process(node: &Arc<Node>, buf: &[u8]) {
     for frame in framer::frames(buf) {
         let Ok(frame) = frame else {

@@ -185,6 +185,13 @@ impl<T, const N: usize> SrcuHashTable<T, N> {
         }
     }
 
+    /// Waits until every read-side section of the table open at the call has ended
+    /// (`synchronize_srcu()`).  Process context; sleeps.  Calling it inside a read-side
+    /// section of this table deadlocks.
+    pub(crate) fn synchronize(&self) {
+        self.srcu.synchronize();
+    }
+
     /// Replaces the bucket of `hash` by what `f` makes of its present elements: `Ok(None)`
     /// leaves it as it is, `Ok(Some(v))` publishes `v` (every element of `v` must belong in this
     /// bucket, i.e. have a hash equal to `hash` modulo `N`).  Returns whether the bucket changed.
