@@ -1119,22 +1119,33 @@ enum Drain {
     Backlog,
 }
 
-fn drain(c: &Arc<Comms>, node: &Arc<Node>, conn: &mut Conn) -> Drain {
+/// Reads `conn` until it has no more data, handing whole messages over.  `spare` is a
+/// receive buffer that a read found no data for, kept for the next read of this run (the read
+/// that ends a drain usually finds nothing: no allocation and free for it).
+fn drain(c: &Arc<Comms>, node: &Arc<Node>, conn: &mut Conn, spare: &mut Option<KVec<u8>>) -> Drain {
     loop {
         let Some(sock) = conn.sock.as_ref() else {
             return Drain::Done;
         };
         let bufsize = config::buffer_size().max(MAX_SOCKET_BUFSIZE);
-        let Ok(mut buf) = KVec::<u8>::with_capacity(bufsize, GFP_KERNEL) else {
-            return Drain::Retry;
+        let mut buf = match spare.take() {
+            Some(b) if b.capacity() >= bufsize => b,
+            _ => match KVec::<u8>::with_capacity(bufsize, GFP_KERNEL) {
+                Ok(b) => b,
+                Err(_) => return Drain::Retry,
+            },
         };
+        buf.clear();
         if buf.extend_from_slice(&conn.leftover, GFP_KERNEL).is_err() {
             return Drain::Retry;
         }
         let res = sock.recv_append(&mut buf);
         trace::recv(node.nodeid, Io::trace_ret(&res));
         match res {
-            Ok(Io::Again) => return Drain::Done,
+            Ok(Io::Again) => {
+                *spare = Some(buf);
+                return Drain::Done;
+            }
             Ok(Io::Done(0)) => return Drain::Closed,
             Ok(Io::Done(_)) => {}
             Err(_) => return Drain::Closed,
@@ -1185,18 +1196,18 @@ fn hand_over(c: &Arc<Comms>, node: &Arc<Node>, data: KVec<u8>) -> core::result::
         node: node.clone(),
         data,
     };
-    let backlog = {
-        let mut q = c.rxq.lock();
-        if q.push(entry, GFP_ATOMIC).is_err() {
-            return Err(());
-        }
-        q.len()
-    };
+    let mut q = c.rxq.lock();
+    if q.push(entry, GFP_ATOMIC).is_err() {
+        return Err(());
+    }
+    // Queued with BH disabled (the lock), as C does: the softirq that runs the BH worker is
+    // then only marked pending and runs when the lock is released, on this CPU, instead of
+    // waking ksoftirqd (a scheduler round trip per received buffer).
     if let Some(pq) = c.process_queue() {
         // Already queued is fine: that run takes this buffer too.
         let _ = pq.enqueue::<Arc<Comms>, 1>(c.clone());
     }
-    Ok(backlog)
+    Ok(q.len())
 }
 
 /// Back-pressure, as C's: waits (uninterruptibly, no socket lock held) until the
@@ -1252,9 +1263,10 @@ impl WorkItem<0> for Node {
             }
             let mut retry = false;
             let mut backlog = false;
+            let mut spare = None;
             {
                 let mut main = node.main.lock();
-                match drain(&c, &node, &mut main) {
+                match drain(&c, &node, &mut main, &mut spare) {
                     Drain::Done => {}
                     Drain::Retry => retry = true,
                     Drain::Backlog => backlog = true,
@@ -1266,7 +1278,7 @@ impl WorkItem<0> for Node {
             }
             if !backlog {
                 let mut other = node.other.lock();
-                match drain(&c, &node, &mut other) {
+                match drain(&c, &node, &mut other, &mut spare) {
                     Drain::Done => {}
                     Drain::Retry => retry = true,
                     Drain::Backlog => backlog = true,
