@@ -1069,15 +1069,18 @@ impl WorkItem<1> for Node {
             return;
         };
         let _nofs = NofsScope::enter();
-        // Keep a page ready for the senders in atomic context, and place what the protocol
-        // could not place under memory pressure.
-        node.top_up(GFP_KERNEL);
-        if node.tx.lock().peer.owes() && !midcomms::flush_owed(&node) {
-            fsleep(Delta::from_millis(RETRY_MS));
-            requeue_swork(node);
-            return;
+        // Place what the protocol could not place under memory pressure, with room allocated
+        // here (a sleeping allocation) first.
+        if node.tx.lock().peer.owes() {
+            node.top_up(GFP_KERNEL);
+            if !midcomms::flush_owed(&node) {
+                fsleep(Delta::from_millis(RETRY_MS));
+                requeue_swork(node);
+                return;
+            }
         }
         let mut main = node.main.lock();
+        let mut more = true;
         for _ in 0..SEND_BATCH {
             let next = match send_step(&node, &mut main) {
                 Next::Connect => {
@@ -1092,9 +1095,13 @@ impl WorkItem<1> for Node {
             };
             match next {
                 Next::More | Next::Connect => {}
-                Next::Done => return,
+                Next::Done => {
+                    more = false;
+                    break;
+                }
                 Next::Later(ms) => {
                     drop(main);
+                    node.top_up(GFP_KERNEL);
                     fsleep(Delta::from_millis(ms));
                     requeue_swork(node);
                     return;
@@ -1103,7 +1110,12 @@ impl WorkItem<1> for Node {
             }
         }
         drop(main);
-        requeue_swork(node);
+        // Keep a page ready for the senders in atomic context: after the send, not before,
+        // so that allocating and zeroing it does not delay what is queued.
+        node.top_up(GFP_KERNEL);
+        if more {
+            requeue_swork(node);
+        }
     }
 }
 
