@@ -59,6 +59,7 @@ extern "C" {
     pub(crate) fn dlm_rs_sk_user_data(sk: *mut bindings::sock) -> *mut c_void;
     pub(crate) fn dlm_rs_sk_socket(sk: *mut bindings::sock) -> *mut bindings::socket;
     pub(crate) fn dlm_rs_sk_err(sk: *mut bindings::sock) -> c_int;
+    pub(crate) fn dlm_rs_sk_rx_idle(sk: *mut bindings::sock) -> bool;
     pub(crate) fn dlm_rs_lock_sock(sk: *mut bindings::sock);
     pub(crate) fn dlm_rs_sock_async_nospace(sock: *mut bindings::socket) -> bool;
     pub(crate) fn dlm_rs_sock_wait_write_space(sock: *mut bindings::socket);

@@ -436,6 +436,15 @@ impl Socket {
         unsafe { ffi::dlm_rs_sk_err(sk) }
     }
 
+    /// Whether a read now would find nothing (no data, no end of stream, no error), without
+    /// taking the socket lock.  Whatever arrives later calls `sk_data_ready` (or
+    /// `sk_error_report`), so a reader woken by those callbacks may stop when this says so.
+    pub(crate) fn rx_idle(&self) -> bool {
+        // SAFETY: `self.sk()` is live while `self` owns the socket; the helper only reads
+        // (locklessly, as `tcp_poll()` does) the receive queue head, `sk_shutdown` and `sk_err`.
+        unsafe { ffi::dlm_rs_sk_rx_idle(self.sk()) }
+    }
+
     /// Makes the coming release reset the connection (`SO_LINGER` 0): the peer sees an error
     /// instead of an orderly end of stream, which makes a C peer retransmit its unacked messages.
     pub(crate) fn set_abort_on_close(&self) {

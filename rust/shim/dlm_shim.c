@@ -146,6 +146,14 @@ int dlm_rs_sk_err(struct sock *sk)
 	return READ_ONCE(sk->sk_err);
 }
 
+/* Nothing to read now: no data queued, no end of stream, no error (a later one calls
+ * sk_data_ready or sk_error_report). */
+bool dlm_rs_sk_rx_idle(struct sock *sk)
+{
+	return skb_queue_empty_lockless(&sk->sk_receive_queue) &&
+	       !(READ_ONCE(sk->sk_shutdown) & RCV_SHUTDOWN) && !READ_ONCE(sk->sk_err);
+}
+
 void dlm_rs_lock_sock(struct sock *sk)
 {
 	lock_sock(sk);

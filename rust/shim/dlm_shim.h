@@ -41,6 +41,7 @@ void dlm_rs_sock_restore_callbacks(struct socket *sock,
 void *dlm_rs_sk_user_data(struct sock *sk);
 struct socket *dlm_rs_sk_socket(struct sock *sk);
 int dlm_rs_sk_err(struct sock *sk);
+bool dlm_rs_sk_rx_idle(struct sock *sk);
 void dlm_rs_lock_sock(struct sock *sk);
 bool dlm_rs_sock_async_nospace(struct socket *sock);
 void dlm_rs_sock_wait_write_space(struct socket *sock);
