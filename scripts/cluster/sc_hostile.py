@@ -18,6 +18,7 @@ UNCONF_ADDR = "192.0.2.200"  # in the guests' subnet, configured for no node
 UNCONF_CONNS = 100          # more than the rate limit lets through
 BATCH = "100-400"           # frames per connection before its terminal frame
 TORTURE_SECS = 50           # outlasts the attack (about 25 s on our layer)
+AFTER_SECS = 3              # torture goes on this long after the attack, then stops
 HOSTILE_SECS = 40           # the sender's own time limit for the configured phase
 # Both are multiplied by the kernel's time scale (cluster.time_scale): a
 # KASAN guest under TCG sends about 44,000 frames in 40 s.
@@ -188,6 +189,10 @@ def sc_hostile(cl, ctx):
         res["conf"] = hostile_kv(r)
         ctx.say("from %s: %s" % (saddr, r.out.strip()))
         res["idle"] = [i for i in ids if pend[i].done.is_set()]
+        # Traffic after the attack, then every loop ends with its batch in
+        # progress (rather than waiting out TORTURE_SECS).
+        time.sleep(AFTER_SECS * cl.scale)
+        cl.on(ids, lambda i: "touch /tmp/torture-stop-h%d" % i, check=False)
 
     pend = {i: start_torture(cl, i, torture_secs, "h%d" % i) for i in ids}
     errors, totals = [], None
