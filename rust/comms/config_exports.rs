@@ -35,6 +35,11 @@ fn clusters() -> Option<&'static Clusters> {
     Some(unsafe { &*p }.data())
 }
 
+/// `dlm_our_addr()` for the transport: address `num` of the local comm.
+pub(crate) fn our_addr(num: usize) -> Option<super::sock::SockAddr> {
+    clusters().and_then(|c| c.our_addr(num))
+}
+
 #[no_mangle]
 extern "C" fn dlm_config_init() -> c_int {
     let subsystem = match config::subsystem().and_then(|s| KBox::pin_init(s, GFP_KERNEL)) {

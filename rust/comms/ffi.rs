@@ -64,6 +64,8 @@ extern "C" {
     pub(crate) fn dlm_rs_sock_async_nospace(sock: *mut bindings::socket) -> bool;
     pub(crate) fn dlm_rs_sock_wait_write_space(sock: *mut bindings::socket);
     pub(crate) fn dlm_rs_sock_write_space(sock: *mut bindings::socket, app_limited: bool);
+    pub(crate) fn dlm_rs_sctp_sock_set_nodelay(sk: *mut bindings::sock);
+    pub(crate) fn dlm_rs_request_module(name: *const c_char) -> c_int;
     pub(crate) fn dlm_rs_memalloc_nofs_save() -> c_uint;
     pub(crate) fn dlm_rs_memalloc_nofs_restore(flags: c_uint);
     pub(crate) fn dlm_rs_init_srcu_struct(
@@ -102,11 +104,16 @@ extern "C" {
     pub(crate) fn sock_set_reuseaddr(sk: *mut bindings::sock);
     pub(crate) fn sock_set_mark(sk: *mut bindings::sock, val: u32);
     pub(crate) fn sock_no_linger(sk: *mut bindings::sock);
+    pub(crate) fn sock_set_rcvbuf(sk: *mut bindings::sock, val: c_int);
+    pub(crate) fn sock_bind_add(
+        sk: *mut bindings::sock,
+        addr: *mut bindings::sockaddr_unsized,
+        addr_len: c_int,
+    ) -> c_int;
 
     // The lock manager (same module).
     pub(crate) fn dlm_receive_buffer(p: *const c_void, nodeid: c_int);
     // config_exports.rs (the Rust config.h)
-    pub(crate) fn dlm_our_addr(addr: *mut c_void, num: c_int) -> c_int;
     pub(crate) fn dlm_create_debug_comms_file(nodeid: c_int, data: *mut c_void) -> *mut c_void;
     pub(crate) fn dlm_delete_debug_comms_file(ctx: *mut c_void);
 }
@@ -132,6 +139,20 @@ pub(crate) mod config {
     pub(crate) fn mark() -> u32 {
         super::super::config::mark()
     }
+
+    /// Local address `num` (`dlm_our_addr()`), if the local comm has that many.
+    pub(crate) fn our_addr(num: usize) -> Option<super::super::sock::SockAddr> {
+        super::super::config_exports::our_addr(num)
+    }
+}
+
+/// `request_module(name)`: asks modprobe to load a module (process context, sleeps); the
+/// errno of a failure is only informative, as in C, where it is ignored.
+pub(crate) fn request_module(name: &kernel::str::CStr) -> kernel::error::Result {
+    use kernel::str::CStrExt;
+    // SAFETY: `name` is a NUL-terminated string that outlives the call; the shim passes it to
+    // `request_module("%s", name)`, which copies it.  Process context (`dlm_lowcomms_start()`).
+    kernel::error::to_result(unsafe { dlm_rs_request_module(name.as_char_ptr()) })
 }
 
 /// Our node id (`dlm_our_nodeid()`): lockless, 0 while no comm is local.

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! TCP transport: the listening socket, lazy outgoing connects, accept with address-to-node
-//! mapping, the per-node send and receive workers on the `dlm_io` workqueue, the receive queue
-//! drained by the `dlm_process` BH worker, and the socket callbacks (which only set flags and
-//! queue work).
+//! TCP and SCTP transport: the listening socket, lazy outgoing connects, accept with
+//! address-to-node mapping, the per-node send and receive workers on the `dlm_io` workqueue, the
+//! receive queue drained by the `dlm_process` BH worker, and the socket callbacks (which only
+//! set flags and queue work).
 //!
 //! Execution contexts, as in the C layer:
 //! * socket callbacks: softirq (or process context under the socket lock); atomics and
@@ -31,8 +31,8 @@ use super::{
     ffi::{self, config, our_nodeid, SkCallbacks},
     log::{log_print, log_print_ratelimited, trace},
     midcomms,
-    node::{io, Conn, Node},
-    sock::{Io, SockAddr, Socket},
+    node::{io, Conn, Node, MAX_ADDR_COUNT},
+    sock::{Io, Protocol, SockAddr, Socket},
     srcu::{new_srcu_hash_table, SrcuHashTable},
     sync::{
         cancel_delayed_work, cancel_work, new_spinlock_bh, new_wait_queue, NofsScope, OwnedQueue,
@@ -53,6 +53,8 @@ const SEND_BATCH: usize = 64;
 const ACCEPT_STALL_MS: i64 = 5000;
 /// Pause before a worker retries after an allocation failed.
 const RETRY_MS: i64 = 10;
+/// Receive buffer of every SCTP socket (C's `NEEDED_RMEM`).
+const SCTP_RCVBUF: i32 = 4 * 1024 * 1024;
 
 /// Buckets of the node tables (C: `CONN_HASH_SIZE`, `NODE_HASH_SIZE`).
 const NODE_HASH_SIZE: usize = 32;
@@ -67,6 +69,31 @@ const fn nodeid_hash(nodeid: i32) -> u32 {
 struct NodeAddr {
     addr: SockAddr,
     node: Arc<Node>,
+}
+
+/// Our own addresses (C's `dlm_local_addr`), read from the local comm by `start`.
+#[derive(Clone, Copy)]
+struct LocalAddrs {
+    addr: [SockAddr; MAX_ADDR_COUNT],
+    count: usize,
+}
+
+impl LocalAddrs {
+    const fn new() -> Self {
+        Self {
+            addr: [SockAddr::zeroed(); MAX_ADDR_COUNT],
+            count: 0,
+        }
+    }
+
+    /// The first address: TCP binds to it, and its family is every socket's.
+    fn first(&self) -> SockAddr {
+        self.addr[0]
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &SockAddr> {
+        self.addr[..self.count].iter()
+    }
 }
 
 /// A buffer of whole received messages waiting for the BH worker.
@@ -102,12 +129,14 @@ pub(crate) struct Comms {
     #[pin]
     listen: Mutex<Option<Socket>>,
     running: AtomicBool,
+    /// The transport chosen by `start` (`ci_protocol` cannot change while we run): SCTP if set.
+    sctp: AtomicBool,
     /// The listen socket's original callbacks: what every socket gets back.
     #[pin]
     orig_cbs: SpinLockBh<SkCallbacks>,
-    /// First local address (its family is used for every socket).
+    /// Our addresses; the family of the first is used for every socket.
     #[pin]
-    local: SpinLockBh<SockAddr>,
+    locals: SpinLockBh<LocalAddrs>,
     #[pin]
     rxq: SpinLockBh<KVec<RxBuf>>,
     /// Woken when the `dlm_process` worker emptied `rxq`.
@@ -157,8 +186,9 @@ pub(crate) fn init() -> Result {
             process_wq: AtomicPtr::new(core::ptr::null_mut()),
             listen <- new_mutex!(None, "dlm_listen"),
             running: AtomicBool::new(false),
+            sctp: AtomicBool::new(false),
             orig_cbs <- new_spinlock_bh!(SkCallbacks::NONE, "dlm_orig_cbs"),
-            local <- new_spinlock_bh!(SockAddr::zeroed(), "dlm_local"),
+            locals <- new_spinlock_bh!(LocalAddrs::new(), "dlm_local"),
             rxq <- new_spinlock_bh!(KVec::new(), "dlm_rxq"),
             rxq_wait <- new_wait_queue!("dlm_rxq_wait"),
             close_lock <- new_mutex!((), "dlm_close_lock"),
@@ -357,6 +387,15 @@ impl Comms {
         midcomms::process(node, buf);
     }
 
+    /// The transport `start` chose.
+    fn protocol(&self) -> Protocol {
+        if self.sctp.load(Ordering::Acquire) {
+            Protocol::Sctp
+        } else {
+            Protocol::Tcp
+        }
+    }
+
     /// `dlm_lowcomms_is_running()`.
     pub(crate) fn is_running(&self) -> bool {
         self.running.load(Ordering::Acquire)
@@ -553,7 +592,13 @@ fn install_node_sock(c: &Comms, node: &Arc<Node>, sock: &mut Socket) {
     let cbs = SkCallbacks {
         data_ready: Some(node_data_ready),
         write_space: Some(node_write_space),
-        state_change: None,
+        // SCTP reports the peer's SHUTDOWN (end of stream) and ABORT (`sk_err`) by a state
+        // change, calling neither of the others: the receive work reads either (it stops at
+        // once when there is nothing to read).  C wakes it for the end of stream only.
+        state_change: match c.protocol() {
+            Protocol::Tcp => None,
+            Protocol::Sctp => Some(node_data_ready),
+        },
         error_report: Some(node_error_report),
     };
     let orig = *c.orig_cbs.lock();
@@ -567,31 +612,26 @@ fn install_node_sock(c: &Comms, node: &Arc<Node>, sock: &mut Socket) {
 
 /// `dlm_lowcomms_start()`.
 pub(crate) fn start(c: ArcBorrow<'_, Comms>) -> Result {
-    let mut local = SockAddr::zeroed();
-    // SAFETY: `local` has room for a `sockaddr_storage`.
-    if unsafe { ffi::dlm_our_addr(local.as_mut_ptr(), 0) } != 0 {
+    let mut locals = LocalAddrs::new();
+    while locals.count < MAX_ADDR_COUNT {
+        let Some(a) = config::our_addr(locals.count) else {
+            break;
+        };
+        locals.addr[locals.count] = a;
+        locals.count += 1;
+    }
+    if locals.count == 0 {
         log_print!("no local IP address has been set");
         return Err(Error::from_errno(-(bindings::ENOTCONN as i32)));
     }
-    let mut second = SockAddr::zeroed();
-    // SAFETY: `second` has room for a `sockaddr_storage`.
-    if unsafe { ffi::dlm_our_addr(second.as_mut_ptr(), 1) } == 0 {
-        log_print!("Detect multi-homed hosts but use only the first IP address.");
-        log_print!("SCTP is not supported by this dlm build; TCP uses the first address only.");
-    }
-    *c.local.lock() = local;
+    *c.locals.lock() = locals;
 
-    match config::protocol() {
-        0 => {}
-        1 => {
-            log_print!("SCTP is not supported by this dlm build (Rust comms)");
-            return Err(Error::from_errno(-(bindings::EOPNOTSUPP as i32)));
-        }
-        p => {
-            log_print!("Invalid protocol identifier {} set", p);
-            return Err(EINVAL);
-        }
-    }
+    let p = config::protocol();
+    let Some(proto) = Protocol::from_config(p) else {
+        log_print!("Invalid protocol identifier {} set", p);
+        return Err(EINVAL);
+    };
+    c.sctp.store(proto == Protocol::Sctp, Ordering::Release);
 
     {
         let mut q = c.queues.lock();
@@ -620,7 +660,7 @@ pub(crate) fn start(c: ArcBorrow<'_, Comms>) -> Result {
             node.io_test_and_clear(io::IO_STOP);
         }
     }
-    if let Err(e) = listen_for_all(&c, &local) {
+    if let Err(e) = listen_for_all(&c, proto, &locals) {
         stop(c);
         return Err(e);
     }
@@ -633,27 +673,90 @@ fn iowq_ptr(q: &OwnedQueue) -> *mut bindings::workqueue_struct {
     core::ptr::from_ref(q).cast_mut().cast()
 }
 
-fn listen_for_all(c: &Comms, local: &SockAddr) -> Result {
-    log_print!("Using TCP for communications");
-    let mut sock = Socket::new_tcp(local.family())
+/// The socket options C sets on every SCTP socket: no Nagle, and a receive buffer of
+/// `NEEDED_RMEM`.
+fn sctp_sockopts(sock: &Socket) {
+    sock.set_sctp_nodelay();
+    sock.set_rcvbuf(SCTP_RCVBUF);
+}
+
+/// Binds an SCTP socket to every local address with port `port_be` (C's `sctp_bind_addrs()`):
+/// the first by `kernel_bind()`, the others by `sock_bind_add()`.
+fn bind_all(sock: &Socket, locals: &LocalAddrs, port_be: u16) -> Result {
+    let family = locals.first().family();
+    for (i, a) in locals.iter().enumerate() {
+        let mut a = *a;
+        a.set_family(family);
+        a.set_port_be(port_be);
+        let res = if i == 0 {
+            sock.bind(&mut a)
+        } else {
+            sock.bind_add(&mut a)
+        };
+        if let Err(e) = res {
+            log_print!(
+                "Can't bind to {} addr number {}, {}.",
+                u16::from_be(port_be),
+                i + 1,
+                e.to_errno()
+            );
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+fn listen_for_all(c: &Comms, proto: Protocol, locals: &LocalAddrs) -> Result {
+    log_print!("Using {} for communications", proto.name());
+    match proto {
+        Protocol::Tcp => {
+            if locals.count > 1 {
+                log_print!("Detect multi-homed hosts but use only the first IP address.");
+                log_print!("Try SCTP, if you want to enable multi-link.");
+            }
+        }
+        Protocol::Sctp => {
+            if !cfg!(CONFIG_IP_SCTP) {
+                log_print!("SCTP is not enabled by this kernel");
+                return Err(Error::from_errno(-(bindings::EOPNOTSUPP as i32)));
+            }
+            // As C, ignoring the result: the socket creation below fails if it is missing.
+            let _ = ffi::request_module(c"sctp");
+        }
+    }
+    let mut sock = Socket::new(locals.first().family(), proto)
         .inspect_err(|e| log_print!("Can't create comms socket: {}", e.to_errno()))?;
     sock.set_mark(config::mark());
-    sock.set_nodelay();
-    sock.set_reuseaddr();
-    let mut a = *local;
-    a.set_port_be(config::tcp_port_be());
-    if let Err(e) = sock.bind(&mut a) {
-        log_print!(
-            "Can't bind to {} addr number 1, {}.",
-            u16::from_be(config::tcp_port_be()),
-            e.to_errno()
-        );
-        return Err(e);
+    match proto {
+        Protocol::Tcp => {
+            sock.set_nodelay();
+            sock.set_reuseaddr();
+            let mut a = locals.first();
+            a.set_port_be(config::tcp_port_be());
+            if let Err(e) = sock.bind(&mut a) {
+                log_print!(
+                    "Can't bind to {} addr number 1, {}.",
+                    u16::from_be(config::tcp_port_be()),
+                    e.to_errno()
+                );
+                return Err(e);
+            }
+        }
+        Protocol::Sctp => {
+            sctp_sockopts(&sock);
+            bind_all(&sock, locals, config::tcp_port_be())?;
+        }
     }
     let orig = sock.callbacks();
     *c.orig_cbs.lock() = orig;
     let cbs = SkCallbacks {
         data_ready: Some(listen_data_ready),
+        // A new SCTP association on the listening socket is reported by a state change; its
+        // `sk_data_ready` fires only with the association's first data (all C waits for).
+        state_change: match proto {
+            Protocol::Tcp => None,
+            Protocol::Sctp => Some(listen_data_ready),
+        },
         ..SkCallbacks::NONE
     };
     // SAFETY: No owner; the listen callback only uses the global state.
@@ -729,7 +832,13 @@ pub(crate) fn shutdown(c: ArcBorrow<'_, Comms>, nodes: &[Arc<Node>]) {
             let main = node.main.lock();
             match main.sock.as_ref() {
                 Some(s) => {
-                    if let Err(e) = s.shutdown_write() {
+                    // C's `how`: TCP half-closes; SCTP has no half-close and shuts the
+                    // association down gracefully.
+                    let res = match c.protocol() {
+                        Protocol::Tcp => s.shutdown_write(),
+                        Protocol::Sctp => s.shutdown_both(),
+                    };
+                    if let Err(e) = res {
                         log_print!(
                             "Connection to node {} failed to shutdown: {} will force close",
                             node.nodeid,
@@ -883,19 +992,33 @@ fn accept_one(c: &Comms, mut sock: Socket) {
 /// Connects a new socket to `node` (blocking, without holding the node's socket locks, so
 /// receiving and accepting for the node go on meanwhile).
 fn connect(c: &Comms, node: &Arc<Node>) -> Result<Socket> {
-    let local = *c.local.lock();
-    let mut addr = node.connect_addr();
-    addr.set_family(local.family());
+    let proto = c.protocol();
+    let locals = *c.locals.lock();
+    let family = locals.first().family();
+    // SCTP dials the node's addresses in turn, one per connect (C's `try_new_addr`); once up,
+    // the association itself fails over between the addresses of both ends.
+    let mut addr = node.connect_addr(proto == Protocol::Sctp);
+    addr.set_family(family);
     addr.set_port_be(config::tcp_port_be());
 
     log_print_ratelimited!("connecting to {}", node.nodeid);
-    let mut sock = Socket::new_tcp(local.family())?;
+    let mut sock = Socket::new(family, proto)?;
     sock.set_mark(node.mark.load(Ordering::Relaxed));
-    sock.set_nodelay();
-    let mut la = local;
-    la.set_port_be(0);
-    if let Err(e) = sock.bind(&mut la) {
-        log_print!("could not bind for connect: {}", e.to_errno());
+    match proto {
+        Protocol::Tcp => {
+            sock.set_nodelay();
+            // Bound to our cluster-known address, to avoid routing problems; not fatal.
+            let mut la = locals.first();
+            la.set_port_be(0);
+            if let Err(e) = sock.bind(&mut la) {
+                log_print!("could not bind for connect: {}", e.to_errno());
+            }
+        }
+        Protocol::Sctp => {
+            sctp_sockopts(&sock);
+            // Every local address, so that the peer learns them all for the association.
+            bind_all(&sock, &locals, 0)?;
+        }
     }
     install_node_sock(c, node, &mut sock);
     sock.connect(&mut addr)?;

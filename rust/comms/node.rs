@@ -433,6 +433,8 @@ impl Conn {
 pub(crate) struct Addrs {
     pub(crate) addr: [SockAddr; MAX_ADDR_COUNT],
     pub(crate) count: usize,
+    /// The address the next connect dials (C's `curr_addr_index`); below `count`.
+    pub(crate) curr: usize,
 }
 
 /// A configured peer.
@@ -481,6 +483,7 @@ impl Node {
         let mut addrs = Addrs {
             addr: [SockAddr::zeroed(); MAX_ADDR_COUNT],
             count: 1,
+            curr: 0,
         };
         addrs.addr[0] = *addr;
         Arc::pin_init(
@@ -581,6 +584,9 @@ impl Node {
         if let Some(i) = addrs.addr[..n].iter().position(|x| x.same(a)) {
             addrs.addr.copy_within(i + 1..n, i);
             addrs.count = n - 1;
+            if addrs.curr >= addrs.count {
+                addrs.curr = 0;
+            }
         }
     }
 
@@ -594,8 +600,15 @@ impl Node {
         hashes
     }
 
-    /// The address to connect to (TCP always uses the first one, as C does).
-    pub(crate) fn connect_addr(&self) -> SockAddr {
-        self.addrs.lock().addr[0]
+    /// The address the next connect dials: the current one, which is then, if `try_new_addr`,
+    /// moved on to the next configured address (round robin), so that the connect after this
+    /// one dials another address (C's `nodeid_to_addr()` with SCTP's `try_new_addr`).
+    pub(crate) fn connect_addr(&self, try_new_addr: bool) -> SockAddr {
+        let mut addrs = self.addrs.lock();
+        let a = addrs.addr[addrs.curr];
+        if try_new_addr {
+            addrs.curr = (addrs.curr + 1) % addrs.count.max(1);
+        }
+        a
     }
 }

@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Safe wrappers over kernel TCP sockets: creation in `init_net`, options, bind, listen,
-//! non-blocking accept, connect, non-blocking receive into a byte buffer, zero-copy
-//! (`MSG_SPLICE_PAGES`) send of a page range, half-close, and installation of our socket
-//! callbacks with a reference-counted owner in `sk_user_data`.
+//! Safe wrappers over kernel TCP and SCTP stream sockets: creation in `init_net`, options, bind
+//! (and SCTP's extra local addresses), listen, non-blocking accept, connect, non-blocking
+//! receive into a byte buffer, zero-copy (`MSG_SPLICE_PAGES`) send of a page range, shutdown,
+//! and installation of our socket callbacks with a reference-counted owner in `sk_user_data`.
 
 use core::ptr;
 use kernel::{
@@ -16,6 +16,7 @@ use kernel::{
 use super::{ffi, page::SendPage};
 
 const IPPROTO_TCP: c_int = 6;
+const IPPROTO_SCTP: c_int = 132;
 const SOCKADDR_IN_LEN: usize = 16;
 const SOCKADDR_IN6_LEN: usize = 28;
 
@@ -147,6 +148,42 @@ impl core::fmt::Display for SockAddr {
     }
 }
 
+/// The transport of every DLM connection (`dlm_config.ci_protocol`): both are stream sockets
+/// (`SOCK_STREAM`) carrying the same byte stream of DLM messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    /// `DLM_PROTO_TCP` (0).
+    Tcp,
+    /// `DLM_PROTO_SCTP` (1): one-to-one SCTP sockets, bound to every local address.
+    Sctp,
+}
+
+impl Protocol {
+    /// The protocol of `dlm_config.ci_protocol` value `p`, if it is one.
+    pub(crate) fn from_config(p: u32) -> Option<Self> {
+        match p {
+            0 => Some(Self::Tcp),
+            1 => Some(Self::Sctp),
+            _ => None,
+        }
+    }
+
+    /// The name C's log lines use.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Tcp => "TCP",
+            Self::Sctp => "SCTP",
+        }
+    }
+
+    fn ipproto(self) -> c_int {
+        match self {
+            Self::Tcp => IPPROTO_TCP,
+            Self::Sctp => IPPROTO_SCTP,
+        }
+    }
+}
+
 /// Result of a non-blocking socket operation.
 pub(crate) enum Io {
     /// This many bytes were transferred (0 on receive means end of stream).
@@ -184,8 +221,8 @@ pub(crate) struct Socket {
 unsafe impl Send for Socket {}
 
 impl Socket {
-    /// Creates a TCP socket of `family` in the initial network namespace.
-    pub(crate) fn new_tcp(family: u32) -> Result<Self> {
+    /// Creates a stream socket of `family` and `proto` in the initial network namespace.
+    pub(crate) fn new(family: u32, proto: Protocol) -> Result<Self> {
         let mut sock: *mut bindings::socket = ptr::null_mut();
         // SAFETY: `init_net` lives forever; `sock` is a valid out pointer.
         to_result(unsafe {
@@ -193,7 +230,7 @@ impl Socket {
                 &raw mut bindings::init_net,
                 family as c_int,
                 bindings::sock_type_SOCK_STREAM as c_int,
-                IPPROTO_TCP,
+                proto.ipproto(),
                 &mut sock,
             )
         })?;
@@ -217,6 +254,19 @@ impl Socket {
         unsafe { ffi::tcp_sock_set_nodelay(self.sk()) }
     }
 
+    /// `SCTP_NODELAY`; the socket must be an SCTP socket.
+    pub(crate) fn set_sctp_nodelay(&self) {
+        // SAFETY: `sk()` is valid by the type invariant, and only SCTP sockets are passed here
+        // (the helper writes `sctp_sk(sk)->nodelay` under the socket lock).
+        unsafe { ffi::dlm_rs_sctp_sock_set_nodelay(self.sk()) }
+    }
+
+    /// `SO_RCVBUF` (as the kernel sets it: at least the minimum, and doubled for overhead).
+    pub(crate) fn set_rcvbuf(&self, bytes: i32) {
+        // SAFETY: `sk()` is valid by the type invariant; `sock_set_rcvbuf` locks the socket.
+        unsafe { ffi::sock_set_rcvbuf(self.sk(), bytes) }
+    }
+
     /// `SO_REUSEADDR`.
     pub(crate) fn set_reuseaddr(&self) {
         // SAFETY: `sk()` is valid by the type invariant.
@@ -236,6 +286,15 @@ impl Socket {
         to_result(unsafe {
             bindings::kernel_bind(self.sock, addr.as_mut_ptr().cast(), len as c_int)
         })
+    }
+
+    /// Adds `addr` to the local addresses of a socket already bound (SCTP multi-homing:
+    /// `sock_bind_add()`, `SCTP_BINDX_ADD_ADDR`); `EOPNOTSUPP` for protocols without it.
+    pub(crate) fn bind_add(&self, addr: &mut SockAddr) -> Result {
+        let len = addr.finish();
+        // SAFETY: `addr` is a valid sockaddr of `len` bytes that outlives the call (the protocol
+        // copies it); `sk()` is valid by the type invariant.
+        to_result(unsafe { ffi::sock_bind_add(self.sk(), addr.as_mut_ptr().cast(), len as c_int) })
     }
 
     /// Starts listening.
@@ -457,6 +516,14 @@ impl Socket {
         // SAFETY: The socket is valid.
         to_result(unsafe {
             bindings::kernel_sock_shutdown(self.sock, bindings::sock_shutdown_cmd_SHUT_WR)
+        })
+    }
+
+    /// Shuts down both directions (`SHUT_RDWR`): SCTP's graceful SHUTDOWN of the association.
+    pub(crate) fn shutdown_both(&self) -> Result {
+        // SAFETY: The socket is valid.
+        to_result(unsafe {
+            bindings::kernel_sock_shutdown(self.sock, bindings::sock_shutdown_cmd_SHUT_RDWR)
         })
     }
 }

@@ -3,7 +3,8 @@
  * Thin C shim for the Rust comms layer of dlm.ko.  Every function wraps one
  * static inline or macro-only kernel API (spin_lock_bh, page_address,
  * kmem_cache_create, write_lock_bh on sk_callback_lock plus the struct sock
- * fields it guards, lock_sock, socket flag bits, configfs_add_default_group)
+ * fields it guards, lock_sock, socket flag bits, sctp_sock_set_nodelay,
+ * request_module, configfs_add_default_group)
  * so that the Rust crate can use it.  The logic stays in Rust.
  *
  * It also holds the one definition of config.c that is not configuration:
@@ -14,6 +15,7 @@
 #include <linux/configfs.h>
 #include <linux/debugfs.h>
 #include <linux/fault-inject.h>
+#include <linux/kmod.h>
 #include <linux/mm.h>
 #include <linux/sched/mm.h>
 #include <linux/net.h>
@@ -21,6 +23,7 @@
 #include <linux/spinlock.h>
 #include <linux/srcu.h>
 #include <net/sock.h>
+#include <net/sctp/sctp.h>
 
 #include "dlm_internal.h"
 #include <trace/events/dlm.h>
@@ -178,6 +181,16 @@ void dlm_rs_sock_write_space(struct socket *sock, bool app_limited)
 		sock->sk->sk_write_pending--;
 		clear_bit(SOCKWQ_ASYNC_NOSPACE, &sock->flags);
 	}
+}
+
+void dlm_rs_sctp_sock_set_nodelay(struct sock *sk)
+{
+	sctp_sock_set_nodelay(sk);
+}
+
+int dlm_rs_request_module(const char *name)
+{
+	return request_module("%s", name);
 }
 
 unsigned int dlm_rs_memalloc_nofs_save(void)

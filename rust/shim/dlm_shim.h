@@ -46,6 +46,8 @@ void dlm_rs_lock_sock(struct sock *sk);
 bool dlm_rs_sock_async_nospace(struct socket *sock);
 void dlm_rs_sock_wait_write_space(struct socket *sock);
 void dlm_rs_sock_write_space(struct socket *sock, bool app_limited);
+void dlm_rs_sctp_sock_set_nodelay(struct sock *sk);
+int dlm_rs_request_module(const char *name);
 unsigned int dlm_rs_memalloc_nofs_save(void);
 void dlm_rs_memalloc_nofs_restore(unsigned int flags);
 int dlm_rs_init_srcu_struct(struct srcu_struct *ssp, const char *name,
