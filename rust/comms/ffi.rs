@@ -101,6 +101,7 @@ extern "C" {
     // Exported by the networking core; declared in headers bindgen does not include.
     pub(crate) fn release_sock(sk: *mut bindings::sock);
     pub(crate) fn tcp_sock_set_nodelay(sk: *mut bindings::sock);
+    pub(crate) fn tcp_sock_set_user_timeout(sk: *mut bindings::sock, val: c_int) -> c_int;
     pub(crate) fn sock_set_reuseaddr(sk: *mut bindings::sock);
     pub(crate) fn sock_set_mark(sk: *mut bindings::sock, val: u32);
     pub(crate) fn sock_no_linger(sk: *mut bindings::sock);

@@ -55,6 +55,11 @@ const ACCEPT_STALL_MS: i64 = 5000;
 const RETRY_MS: i64 = 10;
 /// Receive buffer of every SCTP socket (C's `NEEDED_RMEM`).
 const SCTP_RCVBUF: i32 = 4 * 1024 * 1024;
+/// `TCP_USER_TIMEOUT` of the TCP connections of a node with several addresses: how long sent
+/// data (or a SYN) may stay unacknowledged before the connection is given up and the next
+/// address is tried.  TCP's own limits (about 2 minutes for a connect, 15 for a connection)
+/// are too long to fail over; nodes with one address keep them.
+const TCP_FAILOVER_TIMEOUT_MS: i32 = 10_000;
 
 /// Buckets of the node tables (C: `CONN_HASH_SIZE`, `NODE_HASH_SIZE`).
 const NODE_HASH_SIZE: usize = 32;
@@ -91,10 +96,20 @@ impl LocalAddrs {
         self.addr[0]
     }
 
+    /// Address `i`, if we have that many.
+    fn get(&self, i: usize) -> Option<SockAddr> {
+        self.addr[..self.count].get(i).copied()
+    }
+
     fn iter(&self) -> impl Iterator<Item = &SockAddr> {
         self.addr[..self.count].iter()
     }
 }
+
+/// The listen sockets: one for SCTP (bound to every local address), one per local address for
+/// TCP.
+type ListenSockets = [Option<Socket>; MAX_ADDR_COUNT];
+const NO_LISTEN_SOCKETS: ListenSockets = [const { None }; MAX_ADDR_COUNT];
 
 /// A buffer of whole received messages waiting for the BH worker.
 pub(crate) struct RxBuf {
@@ -127,7 +142,7 @@ pub(crate) struct Comms {
     /// The `dlm_process` BH queue (null when stopped).
     process_wq: AtomicPtr<bindings::workqueue_struct>,
     #[pin]
-    listen: Mutex<Option<Socket>>,
+    listen: Mutex<ListenSockets>,
     running: AtomicBool,
     /// The transport chosen by `start` (`ci_protocol` cannot change while we run): SCTP if set.
     sctp: AtomicBool,
@@ -184,7 +199,7 @@ pub(crate) fn init() -> Result {
             queues <- new_mutex!(Queues { io: None, process: None }, "dlm_queues"),
             io_wq: AtomicPtr::new(core::ptr::null_mut()),
             process_wq: AtomicPtr::new(core::ptr::null_mut()),
-            listen <- new_mutex!(None, "dlm_listen"),
+            listen <- new_mutex!(NO_LISTEN_SOCKETS, "dlm_listen"),
             running: AtomicBool::new(false),
             sctp: AtomicBool::new(false),
             orig_cbs <- new_spinlock_bh!(SkCallbacks::NONE, "dlm_orig_cbs"),
@@ -393,6 +408,15 @@ impl Comms {
             Protocol::Sctp
         } else {
             Protocol::Tcp
+        }
+    }
+
+    /// The connection to `node` failed (a connect, or an established connection broke): a TCP
+    /// node with several addresses is dialled on the next one from now on.  (SCTP moves on at
+    /// every connect, as C.)
+    fn connection_failed(&self, node: &Node) {
+        if self.protocol() == Protocol::Tcp {
+            node.next_addr();
         }
     }
 
@@ -706,13 +730,51 @@ fn bind_all(sock: &Socket, locals: &LocalAddrs, port_be: u16) -> Result {
     Ok(())
 }
 
+/// A TCP listen socket bound to our address `a` (number `i`, from 0) and port `port_be`.
+fn tcp_listen_socket(a: &SockAddr, family: u32, i: usize, port_be: u16) -> Result<Socket> {
+    let sock = Socket::new(family, Protocol::Tcp)
+        .inspect_err(|e| log_print!("Can't create comms socket: {}", e.to_errno()))?;
+    sock.set_mark(config::mark());
+    sock.set_nodelay();
+    sock.set_reuseaddr();
+    let mut a = *a;
+    a.set_family(family);
+    a.set_port_be(port_be);
+    if let Err(e) = sock.bind(&mut a) {
+        log_print!(
+            "Can't bind to {} addr number {}, {}.",
+            u16::from_be(port_be),
+            i + 1,
+            e.to_errno()
+        );
+        return Err(e);
+    }
+    Ok(sock)
+}
+
 fn listen_for_all(c: &Comms, proto: Protocol, locals: &LocalAddrs) -> Result {
     log_print!("Using {} for communications", proto.name());
+    let family = locals.first().family();
+    let port_be = config::tcp_port_be();
+    let mut socks = NO_LISTEN_SOCKETS;
     match proto {
         Protocol::Tcp => {
             if locals.count > 1 {
-                log_print!("Detect multi-homed hosts but use only the first IP address.");
-                log_print!("Try SCTP, if you want to enable multi-link.");
+                // Not C's lines ("... use only the first IP address."): we do not.
+                log_print!(
+                    "Detect multi-homed hosts: TCP listens on all {} addresses and fails over between them",
+                    locals.count
+                );
+            }
+            // The first address as C; the others so that a node of ours can dial any of them
+            // (a C node only dials the first).  An extra address we cannot bind is logged and
+            // left out.
+            for (i, (slot, a)) in socks.iter_mut().zip(locals.iter()).enumerate() {
+                match tcp_listen_socket(a, family, i, port_be) {
+                    Ok(sock) => *slot = Some(sock),
+                    Err(e) if i == 0 => return Err(e),
+                    Err(_) => {}
+                }
             }
         }
         Protocol::Sctp => {
@@ -722,32 +784,19 @@ fn listen_for_all(c: &Comms, proto: Protocol, locals: &LocalAddrs) -> Result {
             }
             // As C, ignoring the result: the socket creation below fails if it is missing.
             let _ = ffi::request_module(c"sctp");
-        }
-    }
-    let mut sock = Socket::new(locals.first().family(), proto)
-        .inspect_err(|e| log_print!("Can't create comms socket: {}", e.to_errno()))?;
-    sock.set_mark(config::mark());
-    match proto {
-        Protocol::Tcp => {
-            sock.set_nodelay();
-            sock.set_reuseaddr();
-            let mut a = locals.first();
-            a.set_port_be(config::tcp_port_be());
-            if let Err(e) = sock.bind(&mut a) {
-                log_print!(
-                    "Can't bind to {} addr number 1, {}.",
-                    u16::from_be(config::tcp_port_be()),
-                    e.to_errno()
-                );
-                return Err(e);
-            }
-        }
-        Protocol::Sctp => {
+            let sock = Socket::new(family, proto)
+                .inspect_err(|e| log_print!("Can't create comms socket: {}", e.to_errno()))?;
+            sock.set_mark(config::mark());
             sctp_sockopts(&sock);
-            bind_all(&sock, locals, config::tcp_port_be())?;
+            bind_all(&sock, locals, port_be)?;
+            socks[0] = Some(sock);
         }
     }
-    let orig = sock.callbacks();
+    // The originals of the first: every socket of the protocol has the same.
+    let orig = match socks[0].as_ref() {
+        Some(sock) => sock.callbacks(),
+        None => return Err(EINVAL),
+    };
     *c.orig_cbs.lock() = orig;
     let cbs = SkCallbacks {
         data_ready: Some(listen_data_ready),
@@ -759,10 +808,12 @@ fn listen_for_all(c: &Comms, proto: Protocol, locals: &LocalAddrs) -> Result {
         },
         ..SkCallbacks::NONE
     };
-    // SAFETY: No owner; the listen callback only uses the global state.
-    unsafe { sock.install(core::ptr::null(), drop_nothing, &cbs, &orig) };
-    sock.listen(LISTEN_BACKLOG)?;
-    *c.listen.lock() = Some(sock);
+    for sock in socks.iter_mut().flatten() {
+        // SAFETY: No owner; the listen callback only uses the global state.
+        unsafe { sock.install(core::ptr::null(), drop_nothing, &cbs, &orig) };
+        sock.listen(LISTEN_BACKLOG)?;
+    }
+    *c.listen.lock() = socks;
     Ok(())
 }
 
@@ -814,7 +865,7 @@ pub(crate) fn close_node(c: &Comms, node: &Arc<Node>) {
 /// Closes the listen socket and cancels the accept work: no new connection comes in.
 fn stop_listening(c: ArcBorrow<'_, Comms>) {
     c.running.store(false, Ordering::Release);
-    let listen = c.listen.lock().take();
+    let listen = core::mem::replace(&mut *c.listen.lock(), NO_LISTEN_SOCKETS);
     drop(listen);
     cancel_work::<Comms, 0>(c);
 }
@@ -901,19 +952,18 @@ impl WorkItem<0> for Comms {
     fn run(c: Arc<Comms>) {
         let _nofs = NofsScope::enter();
         let listen = c.listen.lock();
-        let Some(lsock) = listen.as_ref() else {
-            return;
-        };
-        loop {
-            let sock = match lsock.accept() {
-                Ok(Some(s)) => s,
-                Ok(None) => break,
-                Err(e) => {
-                    log_print!("critical error accepting connection: {}", e.to_errno());
-                    break;
-                }
-            };
-            accept_one(&c, sock);
+        for lsock in listen.iter().flatten() {
+            loop {
+                let sock = match lsock.accept() {
+                    Ok(Some(s)) => s,
+                    Ok(None) => break,
+                    Err(e) => {
+                        log_print!("critical error accepting connection: {}", e.to_errno());
+                        break;
+                    }
+                };
+                accept_one(&c, sock);
+            }
         }
     }
 }
@@ -944,6 +994,11 @@ fn accept_one(c: &Comms, mut sock: Socket) {
         fsleep(Delta::from_millis(ACCEPT_STALL_MS));
     }
     sock.set_mark(node.mark.load(Ordering::Relaxed));
+    if c.protocol() == Protocol::Tcp && node.addr_count() > 1 {
+        // It may become our main socket: a network that goes silent under it must end it
+        // soon, so that we fail over (see `connect`).
+        sock.set_user_timeout(TCP_FAILOVER_TIMEOUT_MS);
+    }
     install_node_sock(c, &node, &mut sock);
     let mut main = node.main.lock();
     // `dlm_midcomms_close()` (or a shutdown) sets `IO_STOP` before it closes the node's
@@ -996,8 +1051,9 @@ fn connect(c: &Comms, node: &Arc<Node>) -> Result<Socket> {
     let locals = *c.locals.lock();
     let family = locals.first().family();
     // SCTP dials the node's addresses in turn, one per connect (C's `try_new_addr`); once up,
-    // the association itself fails over between the addresses of both ends.
-    let mut addr = node.connect_addr(proto == Protocol::Sctp);
+    // the association itself fails over between the addresses of both ends.  TCP dials the
+    // current one, which moves on when a connect fails or a connection breaks.
+    let (mut addr, index, count) = node.connect_addr(proto == Protocol::Sctp);
     addr.set_family(family);
     addr.set_port_be(config::tcp_port_be());
 
@@ -1007,11 +1063,20 @@ fn connect(c: &Comms, node: &Arc<Node>) -> Result<Socket> {
     match proto {
         Protocol::Tcp => {
             sock.set_nodelay();
-            // Bound to our cluster-known address, to avoid routing problems; not fatal.
-            let mut la = locals.first();
-            la.set_port_be(0);
-            if let Err(e) = sock.bind(&mut la) {
-                log_print!("could not bind for connect: {}", e.to_errno());
+            if count > 1 {
+                // A connect or connection on a network that went silent fails within the
+                // timeout instead of TCP's minutes, and the next address is tried.
+                sock.set_user_timeout(TCP_FAILOVER_TIMEOUT_MS);
+            }
+            // Bound to our cluster-known address, to avoid routing problems; not fatal.  For
+            // the node's address `index`, ours of the same index (dlm_controld lists every
+            // node's addresses in the same order, one per network); none if we have fewer.
+            if let Some(mut la) = locals.get(index) {
+                la.set_family(family);
+                la.set_port_be(0);
+                if let Err(e) = sock.bind(&mut la) {
+                    log_print!("could not bind for connect: {}", e.to_errno());
+                }
             }
         }
         Protocol::Sctp => {
@@ -1021,7 +1086,10 @@ fn connect(c: &Comms, node: &Arc<Node>) -> Result<Socket> {
         }
     }
     install_node_sock(c, node, &mut sock);
-    sock.connect(&mut addr)?;
+    if let Err(e) = sock.connect(&mut addr) {
+        c.connection_failed(node);
+        return Err(e);
+    }
     Ok(sock)
 }
 
@@ -1153,6 +1221,9 @@ fn send_step(node: &Arc<Node>, main: &mut Conn) -> Next {
         SendStep::Wait => Next::Again,
         SendStep::Broken => {
             close_main(node, main);
+            if let Some(c) = comms() {
+                c.connection_failed(node);
+            }
             Next::More
         }
     }
@@ -1247,7 +1318,10 @@ impl WorkItem<1> for Node {
 /// Outcome of draining one socket.
 enum Drain {
     Done,
+    /// End of stream, or we closed it (framing error, no memory).
     Closed,
+    /// The socket reported an error: the connection broke.
+    Failed,
     /// No memory: try again shortly.
     Retry,
     /// The receive queue is long: stop reading until the `dlm_process` worker drained it.
@@ -1288,7 +1362,7 @@ fn drain(c: &Arc<Comms>, node: &Arc<Node>, conn: &mut Conn, spare: &mut Option<K
             }
             Ok(Io::Done(0)) => return Drain::Closed,
             Ok(Io::Done(_)) => {}
-            Err(_) => return Drain::Closed,
+            Err(_) => return Drain::Failed,
         }
         let (complete, bad) = midcomms::frame(node.nodeid, &buf);
         if bad {
@@ -1414,6 +1488,11 @@ impl WorkItem<0> for Node {
                         close_main(&node, &mut main);
                         midcomms::connection_lost(&node);
                     }
+                    Drain::Failed => {
+                        close_main(&node, &mut main);
+                        midcomms::connection_lost(&node);
+                        c.connection_failed(&node);
+                    }
                 }
             }
             if !backlog {
@@ -1422,7 +1501,7 @@ impl WorkItem<0> for Node {
                     Drain::Done => {}
                     Drain::Retry => retry = true,
                     Drain::Backlog => backlog = true,
-                    Drain::Closed => other.close(),
+                    Drain::Closed | Drain::Failed => other.close(),
                 }
             }
             if node.io_test(io::IO_STOP) {

@@ -600,15 +600,27 @@ impl Node {
         hashes
     }
 
-    /// The address the next connect dials: the current one, which is then, if `try_new_addr`,
-    /// moved on to the next configured address (round robin), so that the connect after this
-    /// one dials another address (C's `nodeid_to_addr()` with SCTP's `try_new_addr`).
-    pub(crate) fn connect_addr(&self, try_new_addr: bool) -> SockAddr {
+    /// The address the next connect dials, with its index and the number of addresses: the
+    /// current one, which is then, if `try_new_addr`, moved on to the next (round robin), so
+    /// that the connect after this one dials another address (C's `nodeid_to_addr()` with
+    /// SCTP's `try_new_addr`).
+    pub(crate) fn connect_addr(&self, try_new_addr: bool) -> (SockAddr, usize, usize) {
         let mut addrs = self.addrs.lock();
-        let a = addrs.addr[addrs.curr];
+        let (i, n) = (addrs.curr, addrs.count);
         if try_new_addr {
-            addrs.curr = (addrs.curr + 1) % addrs.count.max(1);
+            addrs.curr = (i + 1) % n.max(1);
         }
-        a
+        (addrs.addr[i], i, n)
+    }
+
+    /// Moves the address the next connect dials on to the next one (no change with one).
+    pub(crate) fn next_addr(&self) {
+        let mut addrs = self.addrs.lock();
+        addrs.curr = (addrs.curr + 1) % addrs.count.max(1);
+    }
+
+    /// How many addresses the node has.
+    pub(crate) fn addr_count(&self) -> usize {
+        self.addrs.lock().count
     }
 }

@@ -254,6 +254,15 @@ impl Socket {
         unsafe { ffi::tcp_sock_set_nodelay(self.sk()) }
     }
 
+    /// `TCP_USER_TIMEOUT`: how long (ms) sent data or a SYN may stay unacknowledged before the
+    /// connection fails with `ETIMEDOUT`; the socket must be a TCP socket.
+    pub(crate) fn set_user_timeout(&self, ms: i32) {
+        // SAFETY: `sk()` is valid by the type invariant, and only TCP sockets are passed here
+        // (the function writes `inet_csk(sk)->icsk_user_timeout`); it fails only for a negative
+        // value, which the callers never pass.
+        let _ = unsafe { ffi::tcp_sock_set_user_timeout(self.sk(), ms) };
+    }
+
     /// `SCTP_NODELAY`; the socket must be an SCTP socket.
     pub(crate) fn set_sctp_nodelay(&self) {
         // SAFETY: `sk()` is valid by the type invariant, and only SCTP sockets are passed here
