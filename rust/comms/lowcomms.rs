@@ -59,7 +59,7 @@ const SCTP_RCVBUF: i32 = 4 * 1024 * 1024;
 /// data (or a SYN) may stay unacknowledged before the connection is given up and the next
 /// address is tried.  TCP's own limits (about 2 minutes for a connect, 15 for a connection)
 /// are too long to fail over; nodes with one address keep them.
-const TCP_FAILOVER_TIMEOUT_MS: i32 = 10_000;
+const TCP_FAILOVER_TIMEOUT_MS: u32 = 10_000;
 
 /// Buckets of the node tables (C: `CONN_HASH_SIZE`, `NODE_HASH_SIZE`).
 const NODE_HASH_SIZE: usize = 32;
@@ -700,7 +700,7 @@ fn iowq_ptr(q: &OwnedQueue) -> *mut bindings::workqueue_struct {
 /// The socket options C sets on every SCTP socket: no Nagle, and a receive buffer of
 /// `NEEDED_RMEM`.
 fn sctp_sockopts(sock: &Socket) {
-    sock.set_sctp_nodelay();
+    sock.set_nodelay();
     sock.set_rcvbuf(SCTP_RCVBUF);
 }
 

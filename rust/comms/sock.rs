@@ -207,11 +207,13 @@ impl Io {
 ///
 /// # Invariants
 ///
-/// `sock` is a valid socket created or accepted by us and not yet released. When `owner` is
-/// non-null it holds one leaked `Arc` reference that `sk_user_data` points to, and our
-/// callbacks are installed; `restore` are the callbacks to put back.
+/// `sock` is a valid socket created or accepted by us and not yet released, of protocol
+/// `proto` (an accepted socket has its listener's). When `owner` is non-null it holds one
+/// leaked `Arc` reference that `sk_user_data` points to, and our callbacks are installed;
+/// `restore` are the callbacks to put back.
 pub(crate) struct Socket {
     sock: *mut bindings::socket,
+    proto: Protocol,
     owner: *const c_void,
     drop_owner: Option<unsafe fn(*const c_void)>,
     restore: ffi::SkCallbacks,
@@ -234,9 +236,10 @@ impl Socket {
                 &mut sock,
             )
         })?;
-        // INVARIANT: `sock_create_kern` succeeded.
+        // INVARIANT: `sock_create_kern` succeeded with `proto`.
         Ok(Self {
             sock,
+            proto,
             owner: ptr::null(),
             drop_owner: None,
             restore: ffi::SkCallbacks::NONE,
@@ -248,26 +251,28 @@ impl Socket {
         unsafe { (*self.sock).sk }
     }
 
-    /// `TCP_NODELAY`.
+    /// `TCP_NODELAY` or `SCTP_NODELAY`: no Nagle.
     pub(crate) fn set_nodelay(&self) {
-        // SAFETY: `sk()` is valid by the type invariant.
-        unsafe { ffi::tcp_sock_set_nodelay(self.sk()) }
+        match self.proto {
+            // SAFETY: `sk()` is valid and a TCP socket by the type invariant.
+            Protocol::Tcp => unsafe { ffi::tcp_sock_set_nodelay(self.sk()) },
+            // SAFETY: `sk()` is valid and an SCTP socket by the type invariant (the helper
+            // writes `sctp_sk(sk)->nodelay` under the socket lock).
+            Protocol::Sctp => unsafe { ffi::dlm_rs_sctp_sock_set_nodelay(self.sk()) },
+        }
     }
 
-    /// `TCP_USER_TIMEOUT`: how long (ms) sent data or a SYN may stay unacknowledged before the
-    /// connection fails with `ETIMEDOUT`; the socket must be a TCP socket.
-    pub(crate) fn set_user_timeout(&self, ms: i32) {
-        // SAFETY: `sk()` is valid by the type invariant, and only TCP sockets are passed here
-        // (the function writes `inet_csk(sk)->icsk_user_timeout`); it fails only for a negative
-        // value, which the callers never pass.
+    /// `TCP_USER_TIMEOUT`: how long (ms) sent data or a SYN may stay unacknowledged before a
+    /// TCP connection fails with `ETIMEDOUT`.  Nothing on an SCTP socket.
+    pub(crate) fn set_user_timeout(&self, ms: u32) {
+        if self.proto != Protocol::Tcp {
+            return;
+        }
+        let ms = c_int::try_from(ms).unwrap_or(c_int::MAX);
+        // SAFETY: `sk()` is valid and a TCP socket by the type invariant (the function writes
+        // `inet_csk(sk)->icsk_user_timeout`); it fails only for a negative value, which `ms`
+        // is not.
         let _ = unsafe { ffi::tcp_sock_set_user_timeout(self.sk(), ms) };
-    }
-
-    /// `SCTP_NODELAY`; the socket must be an SCTP socket.
-    pub(crate) fn set_sctp_nodelay(&self) {
-        // SAFETY: `sk()` is valid by the type invariant, and only SCTP sockets are passed here
-        // (the helper writes `sctp_sk(sk)->nodelay` under the socket lock).
-        unsafe { ffi::dlm_rs_sctp_sock_set_nodelay(self.sk()) }
     }
 
     /// `SO_RCVBUF` (as the kernel sets it: at least the minimum, and doubled for overhead).
@@ -335,9 +340,10 @@ impl Socket {
             return Ok(None);
         }
         to_result(ret)?;
-        // INVARIANT: `kernel_accept` succeeded and gave us `new`.
+        // INVARIANT: `kernel_accept` succeeded and gave us `new`, of our protocol.
         Ok(Some(Self {
             sock: new,
+            proto: self.proto,
             owner: ptr::null(),
             drop_owner: None,
             restore: ffi::SkCallbacks::NONE,
