@@ -13,7 +13,12 @@ per directed link through the line protocol on the unix stream socket
 ``D/hub.ctl``; all randomness comes from one seeded ``random.Random`` so a
 run is reproducible for a given frame order.  The hub also follows TCP flows
 and follows the TCP connections of the DLM port (21064), and can kill them by crafting an RST that each end
-accepts (sequence number = that end's rcv_nxt).
+accepts (sequence number = that end's rcv_nxt).  It also notes the
+verification tags of SCTP associations on that port and kills them with an
+ABORT (the tag the receiver expects, or its peer's with the T bit).
+
+A cluster with two networks runs one hub per segment (each with its own
+directory); ``cut`` takes one segment down as a whole.
 
 Single thread: one selector loop plus a timer heap, so a delayed link never
 holds up another one and an idle hub sleeps in the kernel.
@@ -31,7 +36,7 @@ to every link (and overrides earlier per-link values of that setting).
                              reordered= resets= rst_frames= partitioned=
                              forwarded= flooded= send_errors= overflow=
                              bad_frames= ctl_errors= captured= flows=
-                             queued= spoken=
+                             queued= spoken= cut= abort_frames=
   drop PCT [A B]             drop PCT % of frames
   delay MS [JITTER_MS] [A B] delay by MS +- uniform JITTER_MS (FIFO per link)
   dup PCT [A B]              send PCT % of frames twice
@@ -40,8 +45,13 @@ to every link (and overrides earlier per-link values of that setting).
   clear                      drop/delay/dup/reorder off everywhere
   partition 1,2 3            only nodes of one group talk; unnamed isolated
   heal                       end the partition
+  cut                        drop every frame: the whole segment is down
+                             (counted in dropped and cut) until uncut
+  uncut                      end the cut
   reset [A B]                RST every known port-21064 connection (between
-                             A and B): ok killed=K
+                             A and B), and ABORT every SCTP association
+                             with port 21064 seen in the last
+                             SCTP_RECENT_S: ok killed=K
   reset-every MS [A B]       reset every MS ms until reset-stop
   reset-stop
   seed S                     re-seed the PRNG
@@ -57,7 +67,9 @@ to every link (and overrides earlier per-link values of that setting).
 Counters: ``frames`` frames received from nodes; ``dropped`` frame copies not
 delivered because of drop or partition (``partitioned`` is the partition
 share); ``duplicated``/``delayed``/``reordered`` frame copies affected;
-``resets`` connections killed; ``rst_frames`` RST frames sent;
+``resets`` connections (TCP) and associations (SCTP) killed; ``rst_frames``
+RST frames sent; ``abort_frames`` SCTP ABORT frames sent; ``cut`` frames
+dropped because the segment was cut;
 ``send_errors`` frames lost because a node's socket was gone; ``overflow``
 frames lost because a node did not read (its queue holds 2048); ``bad_frames``
 runts and frames from unknown senders; ``captured`` frames written to pcap
@@ -91,6 +103,14 @@ ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
 ETH_P_8021Q = 0x8100
 IPPROTO_TCP = 6
+IPPROTO_SCTP = 132
+
+SCTP_ABORT = 6
+SCTP_SHUTDOWN_COMPLETE = 14
+# An SCTP association counts for "reset" if a packet of it was seen this
+# recently: an idle association still sends a HEARTBEAT every 30 s (plus
+# jitter) on each path.
+SCTP_RECENT_S = 45.0
 
 TCP_FIN = 0x01
 TCP_SYN = 0x02
@@ -248,6 +268,106 @@ def build_tcp_frame(ver, smac, dmac, saddr, daddr, sport, dport, seq, ack,
     return frame
 
 
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data):
+    """CRC-32C (Castagnoli), as SCTP uses it (RFC 9260, appendix A)."""
+    c = 0xFFFFFFFF
+    t = CRC32C_TABLE
+    for b in data:
+        c = t[(c ^ b) & 0xFF] ^ (c >> 8)
+    return c ^ 0xFFFFFFFF
+
+
+class SctpInfo:
+    """The fields of one SCTP packet the hub cares about."""
+
+    __slots__ = ("ver", "smac", "dmac", "saddr", "daddr", "sport", "dport",
+                 "vtag", "chunk")
+
+    def __init__(self, **kw):
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+
+def parse_sctp(frame):
+    """Return an SctpInfo (first chunk's type in ``chunk``) for an
+    Ethernet/IPv4|IPv6/SCTP frame, else None.  Same limits as parse_tcp."""
+    n = len(frame)
+    if n < 14:
+        return None
+    off = 12
+    (etype,) = struct.unpack_from("!H", frame, off)
+    off += 2
+    if etype == ETH_P_8021Q:
+        if n < off + 4:
+            return None
+        (etype,) = struct.unpack_from("!H", frame, off + 2)
+        off += 4
+    if etype == ETH_P_IP:
+        if n < off + 20 or frame[off] >> 4 != 4 or frame[off + 9] != IPPROTO_SCTP:
+            return None
+        ihl = (frame[off] & 0x0F) * 4
+        (tot_len, frag) = struct.unpack_from("!HxxH", frame, off + 2)
+        if ihl < 20 or frag & 0x3FFF or tot_len < ihl + 16 or n < off + tot_len:
+            return None
+        ver = 4
+        saddr = bytes(frame[off + 12:off + 16])
+        daddr = bytes(frame[off + 16:off + 20])
+        soff = off + ihl
+    elif etype == ETH_P_IPV6:
+        if n < off + 40 or frame[off + 6] != IPPROTO_SCTP:
+            return None
+        (plen,) = struct.unpack_from("!H", frame, off + 4)
+        if plen < 16 or n < off + 40 + plen:
+            return None
+        ver = 6
+        saddr = bytes(frame[off + 8:off + 24])
+        daddr = bytes(frame[off + 24:off + 40])
+        soff = off + 40
+    else:
+        return None
+    sport, dport, vtag, _ = struct.unpack_from("!HHII", frame, soff)
+    return SctpInfo(ver=ver, smac=bytes(frame[6:12]), dmac=bytes(frame[0:6]),
+                    saddr=saddr, daddr=daddr, sport=sport, dport=dport,
+                    vtag=vtag, chunk=frame[soff + 12])
+
+
+def build_sctp_abort(ver, smac, dmac, saddr, daddr, sport, dport, vtag,
+                     reflect=False, ttl=64):
+    """An Ethernet frame with one SCTP packet holding one ABORT chunk (no
+    causes), CRC-32C filled in (stored little-endian, as Linux does), padded
+    to 60 bytes.  reflect: the T bit (vtag is then the receiver's peer's
+    tag, not its own)."""
+    pkt = struct.pack("!HHII", sport, dport, vtag, 0) + struct.pack(
+        "!BBH", SCTP_ABORT, 1 if reflect else 0, 4)
+    pkt = pkt[:8] + struct.pack("<I", crc32c(pkt)) + pkt[12:]
+    if ver == 4:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(pkt), 0,
+                         0x4000, ttl, IPPROTO_SCTP, 0, saddr, daddr)
+        ip = ip[:10] + struct.pack("!H", ipv4_header_csum(ip)) + ip[12:]
+        etype = ETH_P_IP
+    else:
+        ip = struct.pack("!IHBB16s16s", 6 << 28, len(pkt), IPPROTO_SCTP, ttl,
+                         saddr, daddr)
+        etype = ETH_P_IPV6
+    frame = dmac + smac + struct.pack("!H", etype) + ip + pkt
+    if len(frame) < 60:
+        frame += b"\0" * (60 - len(frame))
+    return frame
+
+
 def seq_geq(a, b):
     """a >= b in 32-bit sequence space."""
     return ((a - b) & 0xFFFFFFFF) < 0x80000000
@@ -327,6 +447,19 @@ class FlowDir:
         self.last = 0.0
 
 
+class SctpDir:
+    """One direction of an SCTP association on one address pair, as sent by
+    one end: vtag is the receiver's own tag."""
+    __slots__ = ("node", "smac", "dmac", "vtag", "last")
+
+    def __init__(self, node, smac, dmac, vtag, last):
+        self.node = node
+        self.smac = smac
+        self.dmac = dmac
+        self.vtag = vtag
+        self.last = last
+
+
 class CtlError(Exception):
     pass
 
@@ -345,7 +478,7 @@ class Hub:
     COUNTERS = ("frames", "dropped", "duplicated", "delayed", "reordered",
                 "resets", "rst_frames", "partitioned", "forwarded",
                 "flooded", "send_errors", "overflow", "bad_frames",
-                "ctl_errors", "captured")
+                "ctl_errors", "captured", "cut", "abort_frames")
     # Read-only commands a runner may poll: not logged unless they fail.
     QUIET_COMMANDS = ("stats", "ping", "show", "flows", "help")
 
@@ -367,6 +500,8 @@ class Hub:
         self.link_imp = {}
         self.links = {}
         self.groups = None
+        self.cut = False
+        self.sctp = {}
         self.macs = {}
         self.ports = {}
         for n in range(1, nodes + 1):
@@ -608,9 +743,10 @@ class Hub:
                 self.macs[src] = node
         try:
             self.track_tcp(frame, node)
+            self.track_sctp(frame, node)
         except (struct.error, IndexError) as e:
-            self.log_rl("tcpparse", "TCP tracking failed on a frame from node "
-                        "%d: %s" % (node, e))
+            self.log_rl("tcpparse", "TCP/SCTP tracking failed on a frame from "
+                        "node %d: %s" % (node, e))
         dst = frame[0:6]
         if not dst[0] & 1:
             to = self.macs.get(dst)
@@ -634,6 +770,10 @@ class Hub:
         return ln
 
     def link_send(self, a, b, frame):
+        if self.cut:
+            self.c["cut"] += 1
+            self.c["dropped"] += 1
+            return
         g = self.groups
         if g is not None:
             ga = g.get(a)
@@ -846,6 +986,7 @@ class Hub:
         for key in dead:
             self.flows.pop(key, None)
         if not force:
+            self.prune_sctp()
             self.add_timer(PRUNE_EVERY_S, self.prune_flows)
 
     def connections(self, a=None, b=None):
@@ -933,14 +1074,95 @@ class Hub:
         conns = self.connections(a, b)
         for c in conns:
             self.kill_connection(*c)
-        self.c["resets"] += len(conns)
-        return len(conns)
+        assocs = self.sctp_assocs(a, b) if self.sctp else []
+        for key, d in assocs:
+            self.abort_assoc(key, d)
+        self.c["resets"] += len(conns) + len(assocs)
+        return len(conns) + len(assocs)
 
     def reset_tick(self, gen, period, a, b):
         if gen != self.reset_gen:
             return
         self.do_reset(a, b)
         self.add_timer(period, self.reset_tick, gen, period, a, b)
+
+    # ---------------------------------------------------------------- SCTP
+    def track_sctp(self, frame, node):
+        if len(frame) < 34 or frame[23] != IPPROTO_SCTP and frame[20] != IPPROTO_SCTP:
+            return      # cheap test: IPv4 protocol byte or IPv6 next header
+        t = parse_sctp(frame)
+        if t is None or self.reset_port not in (t.sport, t.dport):
+            return
+        key = (t.ver, t.saddr, t.sport, t.daddr, t.dport)
+        if t.chunk in (SCTP_ABORT, SCTP_SHUTDOWN_COMPLETE):
+            # The association is over (on this address pair; other pairs of
+            # it age out).
+            self.sctp.pop(key, None)
+            self.sctp.pop((t.ver, t.daddr, t.dport, t.saddr, t.sport), None)
+            return
+        if t.vtag == 0:
+            return      # INIT: no association yet
+        if len(self.sctp) >= FLOWS_MAX:
+            self.prune_sctp(force=True)
+        self.sctp[key] = SctpDir(node, t.smac, t.dmac, t.vtag, time.monotonic())
+
+    def prune_sctp(self, force=False):
+        now = time.monotonic()
+        for key in [k for k, d in self.sctp.items() if now - d.last > SCTP_RECENT_S]:
+            del self.sctp[key]
+        if force and len(self.sctp) >= FLOWS_MAX:
+            self.sctp.clear()
+
+    def assoc_of(self, key, d):
+        """An association's identity: its ends' (node, port), sorted."""
+        return tuple(sorted([(d.node, key[2]), (self.macs.get(d.dmac), key[4])],
+                            key=lambda e: (e[0] or 0, e[1])))
+
+    def sctp_assocs(self, a=None, b=None):
+        """Recently seen SCTP associations (between nodes a and b): one
+        (key, SctpDir) per association, its most recent direction.  An
+        association is told apart by its two ends' nodes and ports, so the
+        address pairs of a multihomed one count once."""
+        now = time.monotonic()
+        best = {}
+        for key, d in self.sctp.items():
+            if now - d.last > SCTP_RECENT_S:
+                continue
+            peer = self.macs.get(d.dmac)
+            if peer is None:
+                continue
+            if a is not None and {d.node, peer} != {a, b}:
+                continue
+            assoc = self.assoc_of(key, d)
+            if assoc not in best or best[assoc][1].last < d.last:
+                best[assoc] = (key, d)
+        return [best[k] for k in sorted(best)]
+
+    def abort_assoc(self, key, d):
+        """ABORT both ends of the association of direction key/d: to its
+        receiver with the tag it sent (the receiver's own), to its sender
+        with the same tag and the T bit (the sender's peer's tag)."""
+        ver, sa, sp, da, dp = key
+        frames = [(self.macs.get(d.dmac),
+                   build_sctp_abort(ver, d.smac, d.dmac, sa, da, sp, dp, d.vtag)),
+                  (d.node, build_sctp_abort(ver, d.dmac, d.smac, da, sa, dp, sp,
+                                            d.vtag, reflect=True))]
+        sent = 0
+        for node, f in frames:
+            if node is None:
+                continue
+            if self.pcap is not None:
+                self.pcap_write(f)
+            self.output(node, f)
+            sent += 1
+        self.c["abort_frames"] += sent
+        # Forget every direction and address pair of this association.
+        assoc = self.assoc_of(key, d)
+        for k in [k for k, x in self.sctp.items() if self.assoc_of(k, x) == assoc]:
+            del self.sctp[k]
+        self.log("abort SCTP %s:%d <-> %s:%d (%d ABORT frames)" %
+                 (fmt_addr(ver, sa), sp, fmt_addr(ver, da), dp, sent))
+        return sent
 
     # ---------------------------------------------------------------- control
     def on_accept(self, _mask):
@@ -1144,6 +1366,15 @@ class Hub:
                 raise CtlError("usage: heal")
             self.groups = None
             return "ok"
+        if cmd in ("cut", "uncut"):
+            if args:
+                raise CtlError("usage: " + cmd)
+            if self.cut != (cmd == "cut"):
+                self.log("segment %s (%d frames dropped by cuts so far)" %
+                         ("cut: every frame dropped" if cmd == "cut" else "uncut",
+                          self.c["cut"]))
+            self.cut = cmd == "cut"
+            return "ok"
         if cmd == "reset":
             a, b = self.parse_pair(args, "reset [A B]")
             return "ok killed=%d" % self.do_reset(a, b)
@@ -1207,6 +1438,8 @@ class Hub:
                     gs.setdefault(g, []).append(str(n))
                 parts.append("partition=" + "/".join(
                     ",".join(v) for _, v in sorted(gs.items())))
+            if self.cut:
+                parts.append("cut=1")
             if self.pcap_path is not None:
                 parts.append("pcap=%s" % self.pcap_path)
             if self.reset_every is not None:
@@ -1224,7 +1457,7 @@ class Hub:
             return "ok " + " ".join(parts)
         if cmd == "help":
             return ("ok commands=stats,drop,delay,dup,reorder,clear,partition,"
-                    "heal,reset,reset-every,reset-stop,seed,pcap,quit,ping,"
+                    "heal,cut,uncut,reset,reset-every,reset-stop,seed,pcap,quit,ping,"
                     "show,flows,help")
         raise CtlError("unknown command %r (try help)" % cmd)
 

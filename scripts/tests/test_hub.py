@@ -863,5 +863,185 @@ class PerformanceTest(HubTestBase):
         self.assertGreater(rate, 2000)
 
 
+class SegmentCutTest(HubTestBase):
+    """cut/uncut: one hub is one network segment (a cluster with two
+    networks runs two hubs); a cut drops every frame of the segment."""
+
+    def test_cut_and_uncut(self):
+        self.hello()
+        self.n[1].send(tagged(1, mac(2), 1))
+        self.assertEqual(self.n[2].tags(), [1])
+        before = self.stats()
+        self.assertEqual(self.ctl.raw("cut"), "ok")
+        self.assertIn("cut=1", self.ctl.raw("show"))
+        # Unicast, broadcast and every direction: nothing gets through.
+        self.n[1].send(tagged(1, mac(2), 2))
+        self.n[2].send(tagged(2, mac(3), 3))
+        self.n[3].send(tagged(3, BCAST, 4))
+        for i in (1, 2, 3):
+            self.assertEqual(self.n[i].tags(0.2), [], i)
+        st = self.stats()
+        # One copy each for the two unicasts, two for the broadcast.
+        self.assertEqual(st["cut"] - before["cut"], 4)
+        self.assertEqual(st["dropped"] - before["dropped"], 4)
+        self.assertEqual(st["partitioned"], before["partitioned"])
+        # A cut overrides a partition that would let frames through, and
+        # uncut restores delivery (also without a heal of the partition).
+        self.assertEqual(self.ctl.raw("partition 1,2,3"), "ok")
+        self.n[1].send(tagged(1, mac(3), 5))
+        self.assertEqual(self.n[3].tags(0.2), [])
+        self.assertEqual(self.ctl.raw("uncut"), "ok")
+        self.assertNotIn("cut=1", self.ctl.raw("show"))
+        self.n[1].send(tagged(1, mac(3), 6))
+        self.n[2].send(tagged(2, BCAST, 7))
+        self.assertEqual(self.n[3].tags(), [6, 7])
+        self.assertEqual(self.n[1].tags(), [7])
+        self.assertEqual(self.stats()["cut"], st["cut"] + 1)
+
+    def test_cut_usage(self):
+        for line in ("cut now", "uncut 1"):
+            self.assertTrue(self.ctl.raw(line).startswith("err "), line)
+        # uncut without a cut is harmless.
+        self.assertEqual(self.ctl.raw("uncut"), "ok")
+
+
+def sctp_frame(src, dst, sport, dport, vtag, chunk, ver=4):
+    """An Ethernet/IP/SCTP frame with one chunk of type chunk (no body);
+    its checksum is not the hub's business and is left 0."""
+    ips = IP if ver == 4 else IP6
+    pkt = struct.pack("!HHIIBBH", sport, dport, vtag, 0, chunk, 0, 4)
+    if ver == 4:
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(pkt), 0, 0x4000, 64,
+                         132, 0, ips[src], ips[dst])
+        etype = 0x0800
+    else:
+        ip = struct.pack("!IHBB16s16s", 6 << 28, len(pkt), 132, 64, ips[src], ips[dst])
+        etype = 0x86DD
+    f = mac(dst) + mac(src) + struct.pack("!H", etype) + ip + pkt
+    return f + b"\0" * max(0, 60 - len(f))
+
+
+def crc32c_bitwise(data):
+    """CRC-32C computed bit by bit (not the hub's table)."""
+    c = 0xFFFFFFFF
+    for b in data:
+        c ^= b
+        for _ in range(8):
+            c = (c >> 1) ^ (0x82F63B78 * (c & 1))
+    return c ^ 0xFFFFFFFF
+
+
+def verify_sctp_abort(tc, frame, ver=4):
+    """Check the structure and checksums of an ABORT frame the hub built;
+    return its fields."""
+    etype = struct.unpack_from("!H", frame, 12)[0]
+    if ver == 4:
+        tc.assertEqual(etype, 0x0800)
+        ip = frame[14:34]
+        tc.assertEqual(ip[9], 132)
+        tc.assertTrue(ones_complement_check(ip), "bad IPv4 header checksum")
+        tot = struct.unpack_from("!H", ip, 2)[0]
+        tc.assertEqual(tot, 36)
+        src, dst, pkt = ip[12:16], ip[16:20], frame[34:50]
+    else:
+        tc.assertEqual(etype, 0x86DD)
+        ip = frame[14:54]
+        tc.assertEqual(ip[6], 132)
+        tc.assertEqual(struct.unpack_from("!H", ip, 4)[0], 16)
+        src, dst, pkt = ip[8:24], ip[24:40], frame[54:70]
+    sport, dport, vtag = struct.unpack_from("!HHI", pkt)
+    zeroed = pkt[:8] + b"\0\0\0\0" + pkt[12:]
+    # RFC 9260 appendix A: the CRC goes in as Linux stores it (cpu_to_le32).
+    tc.assertEqual(struct.unpack_from("<I", pkt, 8)[0], crc32c_bitwise(zeroed))
+    ctype, cflags, clen = struct.unpack_from("!BBH", pkt, 12)
+    tc.assertEqual((ctype, clen), (6, 4))
+    return dict(dmac=frame[0:6], smac=frame[6:12], src=src, dst=dst, sport=sport,
+                dport=dport, vtag=vtag, tbit=cflags & 1)
+
+
+class SctpAbortTest(HubTestBase):
+    DATA, SACK, INIT, HB = 0, 3, 1, 4
+
+    def test_crc32c_check_value(self):
+        # The CRC-32C check value (RFC 3720 B.4 and every CRC catalogue).
+        self.assertEqual(hub.crc32c(b"123456789"), 0xE3069283)
+        self.assertEqual(hub.crc32c(bytes(32)), crc32c_bitwise(bytes(32)))
+
+    def test_parse_sctp(self):
+        f = sctp_frame(1, 2, 40000, 21064, 0xDEADBEEF, self.DATA)
+        t = hub.parse_sctp(f)
+        self.assertEqual((t.ver, t.saddr, t.daddr, t.sport, t.dport, t.vtag, t.chunk),
+                         (4, IP[1], IP[2], 40000, 21064, 0xDEADBEEF, self.DATA))
+        self.assertIsNone(hub.parse_sctp(tcp_frame(1, 2, 40000, 21064, 1, 0, S)))
+        self.assertIsNone(hub.parse_tcp(f))
+        t6 = hub.parse_sctp(sctp_frame(1, 2, 40000, 21064, 7, self.DATA, ver=6))
+        self.assertEqual((t6.ver, t6.saddr, t6.vtag), (6, IP6[1], 7))
+
+    def test_abort_both_ends(self):
+        self.hello()
+        n = self.n
+        # INIT (tag 0) is no association yet; then both directions.
+        n[1].send(sctp_frame(1, 2, 40000, 21064, 0, self.INIT))
+        n[1].send(sctp_frame(1, 2, 40000, 21064, 0x1111, self.DATA))
+        n[2].send(sctp_frame(2, 1, 21064, 40000, 0x2222, self.SACK))
+        # An association on another port is not the DLM's.
+        n[1].send(sctp_frame(1, 3, 40001, 22, 0x3333, self.DATA))
+        for node in n.values():
+            node.recv_all(0.2)
+        self.assertEqual(self.ctl.reset(1, 3), 0)
+        self.assertEqual(self.ctl.reset(), 1)
+        to1, to2 = n[1].recv_all(), n[2].recv_all()
+        self.assertEqual(n[3].recv_all(0.2), [])
+        self.assertEqual((len(to1), len(to2)), (1, 1))
+        # The most recent direction was 2 -> 1 with tag 0x2222 (node 1's own):
+        # node 1 gets it plainly, node 2 reflected (T bit: its peer's tag).
+        a1 = verify_sctp_abort(self, to1[0])
+        a2 = verify_sctp_abort(self, to2[0])
+        self.assertEqual((a1["dmac"], a1["smac"], a1["src"], a1["dst"]),
+                         (mac(1), mac(2), IP[2], IP[1]))
+        self.assertEqual((a1["sport"], a1["dport"], a1["vtag"], a1["tbit"]),
+                         (21064, 40000, 0x2222, 0))
+        self.assertEqual((a2["dmac"], a2["smac"], a2["src"], a2["dst"]),
+                         (mac(2), mac(1), IP[1], IP[2]))
+        self.assertEqual((a2["sport"], a2["dport"], a2["vtag"], a2["tbit"]),
+                         (40000, 21064, 0x2222, 1))
+        st = self.stats()
+        self.assertEqual((st["resets"], st["abort_frames"], st["rst_frames"]), (1, 2, 0))
+        # Forgotten once aborted.
+        self.assertEqual(self.ctl.reset(), 0)
+
+    def test_multihomed_counts_once_and_abort_ends_it(self):
+        self.hello()
+        n = self.n
+        # One association (same ports), two address pairs: 192.0.2.x and
+        # IPv6 standing in for the second network.
+        n[1].send(sctp_frame(1, 3, 40000, 21064, 0xA, self.DATA))
+        n[1].send(sctp_frame(1, 3, 40000, 21064, 0xA, self.HB, ver=6))
+        n[3].send(sctp_frame(3, 1, 21064, 40000, 0xB, self.SACK, ver=6))
+        for node in n.values():
+            node.recv_all(0.2)
+        self.assertEqual(self.ctl.reset(), 1)
+        for i in (1, 3):
+            self.assertEqual(len(n[i].recv_all()), 1, i)
+        # A guest's own ABORT or SHUTDOWN COMPLETE ends an association too.
+        n[2].send(sctp_frame(2, 3, 40005, 21064, 0xC, self.DATA))
+        n[3].send(sctp_frame(3, 2, 21064, 40005, 0xD, 14))
+        for node in n.values():
+            node.recv_all(0.2)
+        self.assertEqual(self.ctl.reset(), 0)
+        self.assertEqual(self.stats()["abort_frames"], 2)
+
+    def test_reset_every_aborts_new_associations(self):
+        self.hello()
+        self.assertEqual(self.ctl.raw("reset-every 50"), "ok")
+        self.n[2].send(sctp_frame(2, 1, 40000, 21064, 0x77, self.DATA))
+        time.sleep(0.3)
+        self.n[2].send(sctp_frame(2, 1, 40002, 21064, 0x78, self.DATA))
+        time.sleep(0.3)
+        self.assertEqual(self.ctl.raw("reset-stop"), "ok")
+        st = self.stats()
+        self.assertEqual((st["resets"], st["abort_frames"]), (2, 4))
+
+
 if __name__ == "__main__":
     unittest.main()
