@@ -10,6 +10,8 @@ directory (build/run-<timestamp>/ by default):
 
     hub.sock hub.ctl hub.log     the hub and its log
     node<N>.sock                 node N's end of the L2 segment
+    segb/ hub-b.log              networks=2: segment B's hub (segb/hub.sock,
+                                 segb/hub.ctl, segb/node<N>.sock) and its log
     agent<N>.sock qmp<N>.sock    command channel and QMP of node N
     console<N>.log qemu<N>.log   serial console and QEMU's own stderr
     shared.raw                   the shared disk (sparse)
@@ -19,7 +21,12 @@ directory (build/run-<timestamp>/ by default):
 With the static stack (default) the host orders DLM membership changes in
 two phases (stop on every member, change the member lists, start on every
 member); with stack="controld" the guests run Debian's corosync and
-dlm_controld, which do that themselves.  See Documentation/testing.rst.
+dlm_controld, which do that themselves.  protocol="sctp" makes the DLM use
+SCTP (configfs cluster/protocol 1; dlm.conf protocol=sctp); networks=2
+gives every guest a second NIC on a second segment (its own hub), with
+addresses 192.0.2.N (segment A, eth0) and 198.51.100.N (segment B, eth1),
+both in every node's configfs comm in that order; cut_segment() and
+heal_segment() take one segment down and up.  See Documentation/testing.rst.
 """
 
 import base64
@@ -67,7 +74,9 @@ BAD_CONSOLE = re.compile(
 # off from each other), loss (the hub drops, duplicates, reorders, delays
 # frames), alloc (allocation failures injected), hostile (adversarial frames
 # from a program), rmcomm (a node's comm is removed while that node still
-# connects).
+# connects), segcut (one network segment of a two-network cluster is cut:
+# connects to an address there time out or find no route, connections on it
+# time out).
 OUR_WARNINGS = [
     ("message refused", r"dlm: send to node (?P<peer>\d+) refused", (), ()),
     ("send before version", r"dlm: send to node (?P<peer>\d+) before its version is known",
@@ -92,9 +101,9 @@ OUR_WARNINGS = [
     ("version mismatch", r"dlm: version mismatch detected from node (?P<peer>\d+)",
      ("hostile",), ()),
     ("socket error", r"dlm: node \d+: socket error sending to node (?P<peer>\d+)",
-     ("reset", "dead", "partition", "badheader", "hostile", "rejoin"), ()),
+     ("reset", "dead", "partition", "badheader", "hostile", "rejoin", "segcut"), ()),
     ("connect error", r"dlm: connect to node (?P<peer>\d+) try \d+ error",
-     ("reset", "dead", "partition", "rejoin"), ()),
+     ("reset", "dead", "partition", "rejoin", "segcut"), ()),
     ("shutdown timeout", r"dlm: Connection to node (?P<peer>\d+) "
      r"(failed to shutdown|shutdown timed out)", ("dead", "partition"), ()),
     ("non-cluster connect", r"dlm: (connect from non cluster|invalid family from non cluster)",
@@ -356,7 +365,13 @@ class Node:
         append = ("console=ttyS0 panic=-1 printk.devkmsg=on tsc=unstable "
                   "dlmrs.node=%d dlmrs.nodes=%d dlmrs.cluster=%s dlmrs.dlm=%s dlmrs.stack=%s" %
                   (n, c.n, CLUSTER_NAME, "stock" if self.dlm == "stock" else "alt", c.stack))
-        return [
+        # The defaults (TCP, one network) add nothing: the command line and
+        # the argv of such a cluster are what they always were.
+        if c.protocol != "tcp":
+            append += " dlmrs.protocol=%s" % c.protocol
+        if c.networks > 1:
+            append += " dlmrs.nets=%d" % c.networks
+        argv = [
             c.qemu, "-accel", "tcg", "-m", str(c.mem), "-smp", "1",
             "-nographic", "-monitor", "none", "-no-reboot",
             "-kernel", c.bzimage, "-initrd", c.initrd, "-append", append,
@@ -371,6 +386,17 @@ class Node:
             "-device", "virtserialport,chardev=ag,name=dlmrs.agent",
             "-qmp", "unix:%s,server=on,wait=off" % self.qmp_path,
         ]
+        if c.networks > 1:
+            # Segment B: a second NIC (eth1) on the second hub, whose
+            # directory is segb/ (the hub names its sockets hub.sock and
+            # node<N>.sock in its own directory).
+            b = os.path.join(d, SEGB_DIR)
+            i = argv.index("-drive")
+            argv[i:i] = [
+                "-netdev", "dgram,id=n1,local.type=unix,local.path=%s/node%d.sock,"
+                           "remote.type=unix,remote.path=%s/hub.sock" % (b, n, b),
+                "-device", "virtio-net-pci,netdev=n1,mac=52:54:00:12:35:%02x" % n]
+        return argv
 
     def boot(self):
         argv = self.qemu_argv()
@@ -457,15 +483,27 @@ class Node:
 
 
 STACKS = ("static", "controld")
+PROTOCOLS = ("tcp", "sctp")
+# Segment B's hub directory inside the run directory (networks=2).
+SEGB_DIR = "segb"
 
 
 class Cluster:
     def __init__(self, kdir, n=3, dlm=None, run_dir=None, name="run", mem=768,
-                 disk_mb=1024, seed=1, mkfs=None, log=None, initrd=None, stack="static"):
+                 disk_mb=1024, seed=1, mkfs=None, log=None, initrd=None, stack="static",
+                 protocol="tcp", networks=1):
         if not 2 <= n <= 9:
             raise ClusterError("2..9 nodes")
         if stack not in STACKS:
             raise ClusterError("stack must be one of %s" % (STACKS,))
+        if protocol not in PROTOCOLS:
+            raise ClusterError("protocol must be one of %s" % (PROTOCOLS,))
+        if networks not in (1, 2):
+            raise ClusterError("networks must be 1 or 2")
+        # The DLM's transport (configfs cluster/protocol, dlm.conf protocol=)
+        # and the number of network segments (one NIC and hub each).
+        self.protocol = protocol
+        self.networks = networks
         # static: the harness's dlm-controller, membership ordered by the host;
         # controld: corosync + dlm_controld in the guests (guest/cluster-stack).
         self.stack = stack
@@ -492,6 +530,8 @@ class Cluster:
         self.disk = os.path.join(self.dir, "shared.raw")
         self.cache = "none"
         self.hub = None
+        self.hubs = {}
+        self.hub_procs = []
         self.nodes = {}
 
     def log(self, msg):
@@ -517,17 +557,38 @@ class Cluster:
         if not odirect_ok(self.dir):
             self.cache = "writethrough"
 
-    def start_hub(self):
+    def hub_argv(self, seg="a"):
+        """The command line of segment seg's hub (a: the run directory, as
+        always; b: SEGB_DIR inside it, logging to hub-b.log)."""
         hubpy = os.path.join(TOP, "scripts", "hub.py")
-        self.hub_proc = subprocess.Popen(
-            [sys.executable, hubpy, "--dir", self.dir, "--nodes", str(self.n),
-             "--seed", str(self.seed), "--log", os.path.join(self.dir, "hub.log")],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
-            start_new_session=True)
-        line = self.hub_proc.stdout.readline()
-        if "hub ready" not in line:
-            raise ClusterError("hub did not start: %r" % line)
-        self.hub = Hub(os.path.join(self.dir, "hub.ctl"))
+        d = self.dir if seg == "a" else os.path.join(self.dir, SEGB_DIR)
+        log = os.path.join(self.dir, "hub.log" if seg == "a" else "hub-%s.log" % seg)
+        return [sys.executable, hubpy, "--dir", d, "--nodes", str(self.n),
+                "--seed", str(self.seed), "--log", log]
+
+    def start_hub(self):
+        for seg in "ab"[:self.networks]:
+            argv = self.hub_argv(seg)
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    text=True, start_new_session=True)
+            self.hub_procs.append(proc)
+            if seg == "a":
+                self.hub_proc = proc
+            line = proc.stdout.readline()
+            if "hub ready" not in line:
+                raise ClusterError("hub of segment %s did not start: %r" % (seg, line))
+            self.hubs[seg] = Hub(os.path.join(argv[argv.index("--dir") + 1], "hub.ctl"))
+        self.hub = self.hubs["a"]
+
+    def cut_segment(self, seg):
+        """Take network segment seg ("a" or "b") down: its hub drops every
+        frame until heal_segment(seg)."""
+        self.hubs[seg].cmd("cut")
+        self.log("segment %s cut" % seg)
+
+    def heal_segment(self, seg):
+        self.hubs[seg].cmd("uncut")
+        self.log("segment %s healed" % seg)
 
     def boot(self, timeout=180):
         t0 = now()
@@ -576,19 +637,22 @@ class Cluster:
         for node in self.nodes.values():
             if node.proc and node.proc.poll() is None:
                 node.kill()
-        if self.hub:
+        for hub in self.hubs.values():
             try:
-                self.hub.cmd("quit")
+                hub.cmd("quit")
             except (OSError, ClusterError):
                 pass
-        hp = getattr(self, "hub_proc", None)
-        if hp:
+        for hp in self.hub_procs:
             try:
                 hp.wait(5)
             except subprocess.TimeoutExpired:
                 hp.kill()
                 hp.wait()
+            if hp.stdout:
+                hp.stdout.close()
         self.hub = None
+        self.hubs = {}
+        self.hub_procs = []
 
     # --- running things -----------------------------------------------------
 
@@ -870,9 +934,14 @@ def odirect_ok(d):
             pass
 
 
-def node_addr(i):
-    """Node i's address on the hub's segment (guest/init)."""
-    return "192.0.2.%d" % i
+SEGMENT_NETS = {"a": "192.0.2", "b": "198.51.100"}
+
+
+def node_addr(i, seg="a"):
+    """Node i's address on segment seg's hub (guest/init): 192.0.2.N on
+    segment A (eth0), 198.51.100.N on segment B (eth1, networks=2); both
+    documentation ranges, never routed to the host."""
+    return "%s.%d" % (SEGMENT_NETS[seg], i)
 
 
 def default_kdir():

@@ -500,6 +500,11 @@ def sc_gfs2(cl, ctx):
 # Cluster options of a SCENARIOS entry (the fourth field):
 #   default    False: not in the default set (run it with --only)
 #   mkfs       format the shared disk with gfs2 before boot
+#   stack      "controld": corosync + dlm_controld instead of the static
+#              controller
+#   protocol   "sctp": the DLM runs over SCTP (default "tcp"; the
+#              initramfs then carries the sctp module)
+#   networks   2: a second NIC and hub segment per guest (cluster.py)
 #   faults     the faults the scenario injects, which allow some of our
 #              warning lines (cluster.OUR_WARNINGS)
 #   debug      True: also run on the debug flavour (KASAN, lockdep, kmemleak)
@@ -627,8 +632,10 @@ def judge_console_and_leaks(cl, ctx, alive_ok):
 def initrd_without(opts):
     """The initramfs parts (initramfs.PARTS) a scenario does without: the
     cluster stack unless it runs on corosync + dlm_controld, gfs2 unless it
-    formats the shared disk, and sctp (no scenario uses it yet)."""
-    out = ["sctp"]
+    formats the shared disk, and sctp unless its protocol is SCTP."""
+    out = []
+    if opts.get("protocol", "tcp") != "sctp":
+        out.append("sctp")
     if opts.get("stack", "static") != "controld":
         out.append("stack")
     if not opts.get("mkfs"):
@@ -655,6 +662,7 @@ def run_scenario(name, fn, timeout, opts, args, t0, dlm, label, dirname, initrd)
     cl = C.Cluster(args.kdir, n=3, dlm=dlm, name=name, mkfs=mkfs,
                    run_dir=os.path.join(args.suite_dir, dirname),
                    initrd=initrd, seed=args.seed, stack=opts.get("stack", "static"),
+                   protocol=opts.get("protocol", "tcp"), networks=opts.get("networks", 1),
                    log=lambda m: print("[%5.0fs] %s: %s" % (time.monotonic() - t0, label, m),
                                        flush=True))
     ctx = Ctx(cl, label, t0, opts.get("faults", ()))
