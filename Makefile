@@ -10,6 +10,9 @@
 #                     STACK=static for the harness's static membership controller)
 #   make check        every test: host tests of the protocol core, simulator, harness unit
 #                     tests and the cluster suite; ends with "N passed, M failed"
+#   make check-full   make check, then issue 12's scenarios it leaves out (sctp, multihome,
+#                     tcp-failover: all ours and mixed on the base flavour, all ours on the
+#                     debug flavour); `bash scripts/check.sh --only full` runs only those
 #   make bench        the benchmark (Documentation/benchmarks.rst): the stock C layer and
 #                     ours alternated on the same 2-node and 3-node clusters, 5 rounds
 #                     each; the table and build/bench/ratios.png (BENCH_ARGS= passes
@@ -28,7 +31,7 @@ ifeq ($(origin KDIR),undefined)
 KDIR = $(eval KDIR := $(shell bash scripts/kernel.sh))$(KDIR)
 endif
 
-.PHONY: all setup kernel tools bench-tools host-check check cluster bench clean
+.PHONY: all setup kernel tools bench-tools host-check check check-full cluster bench clean
 
 all: modules
 
@@ -49,6 +52,9 @@ host-check:
 
 check:
 	bash scripts/check.sh
+
+check-full:
+	bash scripts/check.sh --full
 
 OURS := $(CURDIR)/build/kmod/dlm.ko
 DLM ?= ours

@@ -3,9 +3,14 @@
 #
 # dlm-rs test entry: `make check` runs this, and .ci/run runs `make check`.
 #
-#   scripts/check.sh [--only STAGE[,STAGE...]]
+#   scripts/check.sh [--full] [--only STAGE[,STAGE...]]
 #
-# Stages: setup kernel host harness tools module cluster debug.  The cluster
+# Stages: setup kernel host harness tools module cluster debug, and full.
+# full (make check-full: --full runs it after every other stage; --only full
+# alone) runs issue 12's scenarios, which make check leaves out: sctp,
+# multihome and tcp-failover with our dlm.ko on every node and on the
+# mixed clusters of their placements on the base flavour, and with our
+# dlm.ko on every node on the debug flavour.  The cluster
 # stage runs the suite on our dlm.ko on every node, on the two mixed clusters
 # (1 ours + 2 stock, 2 ours + 1 stock, with per-scenario placements; suite.py
 # --mix), and on the stock C layer, the last only for the scenarios whose stock
@@ -28,8 +33,24 @@ logdir="$top/build/check"
 mkdir -p "$logdir"
 
 only=""
-if [ "${1:-}" = "--only" ]; then only=",$2,"; fi
-want() { [ -z "$only" ] || [[ "$only" == *",$1,"* ]]; }
+full=""
+while [ $# -gt 0 ]; do
+	case "$1" in
+	--only) only=",$2,"; shift 2 ;;
+	--full) full=1; shift ;;
+	*) echo "usage: scripts/check.sh [--full] [--only STAGE[,STAGE...]]" >&2; exit 2 ;;
+	esac
+done
+# The full stage runs only when asked for (--full, or --only with full).
+want() {
+	if [ "$1" = full ]; then
+		[ -n "$full" ] || [[ "$only" == *",full,"* ]]
+	else
+		[ -z "$only" ] || [[ "$only" == *",$1,"* ]]
+	fi
+}
+# Issue 12's scenarios (scripts/cluster/sc_multinet.py), not in make check.
+full_scenarios=sctp,multihome,tcp-failover
 
 passed=0
 failed=0
@@ -92,7 +113,7 @@ if want setup; then
 	run setup bash scripts/setup.sh && passed=$((passed + 1)) || fail "setup"
 	stage_time setup "$ts"
 fi
-if want kernel || want module || want cluster; then
+if want kernel || want module || want cluster || want full; then
 	ts=$(date +%s)
 	if kdir=$(bash scripts/kernel.sh 2> >(tee "$logdir/kernel.log" >&2)); then
 		note "kernel: $kdir"
@@ -170,7 +191,7 @@ if want harness; then
 	stage_time harness "$ts"
 fi
 
-if want tools || want cluster; then
+if want tools || want cluster || want full; then
 	ts=$(date +%s)
 	run tools make -C tools/dlmt || fail "tools/dlmt build"
 	if want tools; then
@@ -180,7 +201,7 @@ if want tools || want cluster; then
 fi
 
 ours=""
-if want module || want cluster; then
+if want module || want cluster || want full; then
 	ts=$(date +%s)
 	if [ -n "$kdir" ]; then
 		# One build, checked by clippy on the way: any warning fails the stage,
@@ -245,6 +266,7 @@ if want debug; then
 		note "debug kernel: $dkdir"
 		passed=$((passed + 1))
 		if run module-debug make -s modules KDIR="$dkdir" DLMRS_KMOD="$top/build/kmod-debug"; then
+			debug_ko="$top/build/kmod-debug/dlm.ko"
 			stage_time debug-build "$ts"
 			suite debug --kdir "$dkdir" --dlm "$top/build/kmod-debug/dlm.ko" --debug-set \
 				--cycles "$debug_cycles" --resets-secs 20 --require-kmemleak
@@ -259,6 +281,37 @@ if want debug; then
 		fi
 	else
 		fail "debug kernel build"
+	fi
+fi
+
+# Issue 12 (make check-full): SCTP, and two networks per node with one
+# segment cut (testing.rst, "SCTP and two networks").  Our dlm.ko on every
+# node and the mixed placements on the base flavour, our dlm.ko on every
+# node on the debug flavour (its module built here unless the debug stage
+# just did).
+if want full; then
+	if [ -z "$kdir" ] || [ -z "$ours" ]; then
+		fail "full: no kernel or no dlm.ko"
+	else
+		suite full-ours --kdir "$kdir" --dlm "$ours" --only "$full_scenarios"
+		suite full-mixed --kdir "$kdir" --mix "$ours" --only "$full_scenarios"
+		ts=$(date +%s)
+		if dkdir=$(FLAVOUR=debug bash scripts/kernel.sh 2> >(tee "$logdir/kernel-debug.log" >&2)); then
+			if [ -z "${debug_ko:-}" ]; then
+				if run module-debug make -s modules KDIR="$dkdir" \
+					DLMRS_KMOD="$top/build/kmod-debug"; then
+					debug_ko="$top/build/kmod-debug/dlm.ko"
+				else
+					fail "full: dlm.ko build for the debug flavour"
+				fi
+			fi
+			stage_time full-debug-build "$ts"
+			if [ -n "${debug_ko:-}" ]; then
+				suite full-debug --kdir "$dkdir" --dlm "$debug_ko" --only "$full_scenarios"
+			fi
+		else
+			fail "full: debug kernel build"
+		fi
 	fi
 fi
 
