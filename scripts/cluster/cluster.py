@@ -834,14 +834,18 @@ class Cluster:
         "if [ \"$(cat /run/dlm/stack)\" = controld ]; then cluster-stack status; "
         "else dlm-controller status; fi")
 
+    # Under SCTP the DLM's connections are associations, which ss -t does not show.
+    DIAG_SCTP = "; echo '-- sctp associations'; cat /proc/net/sctp/assocs 2>/dev/null"
+
     def diagnose(self, why, name="diag"):
         """Dump every live node's DLM state (midcomms per node, waiters,
         locks, sockets) into <run>/<name>.txt; used when traffic stalls."""
         path = os.path.join(self.dir, name + ".txt")
         pend = {}
+        script = self.DIAG + (self.DIAG_SCTP if self.protocol == "sctp" else "")
         for i in self.alive():
             try:
-                pend[i] = self.nodes[i].start(self.DIAG, timeout=30)
+                pend[i] = self.nodes[i].start(script, timeout=30)
             except ClusterError:
                 pass
         with open(path, "a") as f:

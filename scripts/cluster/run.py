@@ -37,6 +37,12 @@ def main():
     ap.add_argument("--stack", choices=C.STACKS, default="controld",
                     help="membership: corosync + dlm_controld in the guests (controld, "
                     "the default) or the harness's static controller (static)")
+    ap.add_argument("--protocol", choices=C.PROTOCOLS, default="tcp",
+                    help="the DLM's transport (dlm.conf protocol= under controld, configfs "
+                    "cluster/protocol under the static controller)")
+    ap.add_argument("--networks", type=int, choices=(1, 2), default=1,
+                    help="network segments per guest (2: a second NIC, both addresses "
+                    "in every comm)")
     ap.add_argument("--torture-secs", type=int, default=20)
     ap.add_argument("--bench-secs", type=int, default=8)
     ap.add_argument("--bench-count", type=int, default=64,
@@ -57,8 +63,10 @@ def main():
             "disabled) in every guest")
     else:
         say("membership: the harness's static controller, changes ordered by the host")
+    if args.protocol != "tcp" or args.networks != 1:
+        say("transport: %s on %d network(s)" % (args.protocol.upper(), args.networks))
     with C.Cluster(kdir, n=args.nodes, dlm=dlm, name="main", log=say,
-                   stack=args.stack) as cl:
+                   stack=args.stack, protocol=args.protocol, networks=args.networks) as cl:
         ids = cl.alive()
         cl.join(LS, ids)
         if args.stack == "controld":
