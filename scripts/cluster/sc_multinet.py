@@ -93,13 +93,14 @@ def check_protocol(cl, ctx, ids, want):
 
 def sctp_assocs(cl, i):
     """Node i's SCTP associations of the DLM port: [(local addrs, remote
-    addrs)] from /proc/net/sctp/assocs."""
+    addrs, primary remote addr)] from /proc/net/sctp/assocs."""
     return parse_sctp_assocs(cl.node(i).run("cat /proc/net/sctp/assocs 2>/dev/null || "
                                             "true").out)
 
 
 def parse_sctp_assocs(text):
-    """[(local addrs, remote addrs)] of the port-21064 associations in the
+    """[(local addrs, remote addrs, primary remote addr or None)] of the
+    port-21064 associations in the
     text of /proc/net/sctp/assocs, whose lines end their numeric columns
     with LPORT RPORT, then the local addresses, "<->", the remote ones (the
     primary path marked "*"), a tab and the timer columns."""
@@ -115,8 +116,10 @@ def parse_sctp_assocs(text):
         if k < 2 or "21064" not in (toks[k - 2], toks[k - 1]):
             continue
         laddrs = [t.lstrip("*") for t in toks[k:]]
-        raddrs = [t.lstrip("*") for t in right.split("\t")[0].split()]
-        out.append((laddrs, raddrs))
+        rtoks = right.split("\t")[0].split()
+        raddrs = [t.lstrip("*") for t in rtoks]
+        primary = next((t[1:] for t in rtoks if t.startswith("*")), None)
+        out.append((laddrs, raddrs, primary))
     return out
 
 
@@ -141,11 +144,11 @@ def check_on_sctp(cl, ctx, ids, multihomed=False):
         tcp = tcp_dlm_conns(cl, i)
         ctx.say("node %d: %d DLM SCTP association(s) %s, %d DLM TCP connection(s)" % (
             i, len(assocs), "; ".join("%s <-> %s" % (",".join(l), ",".join(r))
-                                      for l, r in assocs[:4]), len(tcp)))
+                                      for l, r, _ in assocs[:4]), len(tcp)))
         check(assocs, "node %d has no SCTP association on port 21064" % i)
         check(not tcp, "node %d has DLM TCP connections %s under protocol SCTP" % (i, tcp))
         if multihomed:
-            for l, r in assocs:
+            for l, r, _ in assocs:
                 nets = {a.rsplit(".", 1)[0] for a in r}
                 check(nets >= {"192.0.2", "198.51.100"},
                       "node %d: an association's peer addresses %s do not span both "
@@ -268,6 +271,15 @@ def sc_multihome(cl, ctx):
     pend = {i: start_torture(cl, i, 3, "mw%d" % i) for i in ids}
     warm = sum(t for t, _ in watched_totals(cl, ctx, pend, "warm-up").values())
     check_on_sctp(cl, ctx, ids, multihomed=True)
+    # C's rule, which ours keeps: every connect moves the peer's current
+    # address on, so an association's primary path may be on either
+    # segment; the cut must at least hit one primary path.
+    prim = [p for i in ids for _, _, p in sctp_assocs(cl, i)]
+    prim_a = sum(1 for p in prim if p and p.startswith("192.0.2."))
+    ctx.say("primary paths of the DLM associations before the cut: %d on segment A, %d on "
+            "segment B" % (prim_a, len(prim) - prim_a))
+    check(prim_a > 0, "no DLM association's primary path is on segment A, so cutting it "
+          "tests nothing")
     totals, seen, t_cut, t_heal, t_end, drops, b_fwd = cut_and_measure(
         cl, ctx, ids, clocks, "mh", CUT_S, AFTER_S, heal=True)
     s = warm + sum(t for t, _ in totals.values())
@@ -289,7 +301,8 @@ def sc_multihome(cl, ctx):
     ctx.numbers.update(increments=s, longest_pause_s=round(max(p[0] for p in pauses.values()), 1),
                        pause_s="/".join("%.1f" % pauses[i][0] for i in ids),
                        batches_during_cut="/".join(str(during[i]) for i in ids),
-                       cut_dropped=drops)
+                       cut_dropped=drops, primaries_on_a_before=prim_a,
+                       primaries_before=len(prim))
 
 
 def sc_tcp_failover(cl, ctx):

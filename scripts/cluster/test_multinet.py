@@ -363,8 +363,11 @@ class SctpAssocsTest(unittest.TestCase):
 
     def test_parse(self):
         self.assertEqual(M.parse_sctp_assocs(self.TEXT), [
-            (["192.0.2.1", "198.51.100.1"], ["192.0.2.2", "198.51.100.2"]),
-            (["192.0.2.1"], ["192.0.2.3"])])
+            (["192.0.2.1", "198.51.100.1"], ["192.0.2.2", "198.51.100.2"], "192.0.2.2"),
+            (["192.0.2.1"], ["192.0.2.3"], "192.0.2.3")])
+        # The primary path on segment B.
+        text = self.TEXT.replace("*192.0.2.2 198.51.100.2", "192.0.2.2 *198.51.100.2")
+        self.assertEqual(M.parse_sctp_assocs(text)[0][2], "198.51.100.2")
         self.assertEqual(M.parse_sctp_assocs(""), [])
 
 
