@@ -29,6 +29,7 @@ import time
 import cluster as C
 from scenario import (LS, anchor, check, check_versions, console_count, remote_lvb,
                       start_torture, watched_totals)
+from sc_commsfix import every_pair_talks
 from sc_partition import Progress, check_clocks, uptimes
 
 CUT_S = 20          # multihome: how long segment A is cut
@@ -337,6 +338,11 @@ def sc_tcp_failover(cl, ctx):
     after = progress_during(seen, t_cut, t_end)
     resumed = {i: next((t - t_cut for t in seen[i] if t > t_cut), None) for i in ids}
     report_pauses(ctx, pauses, t_cut)
+    # The torture only talks to the counter's master: a pair with nothing to
+    # say keeps its connection on A, up and idle (TCP learns a path is dead
+    # only by sending).  Every ordered pair now carries a request and its
+    # reply, within dlmt's 30 s: each must fail over to B for that.
+    every_pair_talks(cl, ctx, ids, "after the cut")
     conns = {i: tcp_dlm_conns(cl, i) for i in ids}
     timeouts = console_count(cl, ids, r"socket error sending to node \d+, sk_err=110") - timeouts0
     ctx.say("increments %s + warm-up %d = %d, LVB %d; batches after the cut %s; first batch "
