@@ -184,13 +184,13 @@ class TcpInfo:
             setattr(self, k, v)
 
 
-def parse_tcp(frame):
-    """Return a TcpInfo for an Ethernet/IPv4|IPv6/TCP frame, else None.
-
-    IPv4 fragments other than the first and IPv6 extension headers are not
-    followed (returns None).  Payload length comes from the IP length, not
-    from the frame length, so Ethernet padding is ignored.
-    """
+def ip_payload(frame, proto, min_len):
+    """The IPv4 or IPv6 packet of protocol ``proto`` in an Ethernet frame
+    (one 802.1Q tag allowed): (ver, saddr, daddr, payload offset, payload
+    length), or None.  IPv4 fragments other than a whole packet and IPv6
+    extension headers are not followed.  The payload length comes from the
+    IP header, not from the frame length, so Ethernet padding is ignored;
+    it must be at least min_len."""
     n = len(frame)
     if n < 14:
         return None
@@ -203,37 +203,34 @@ def parse_tcp(frame):
         (etype,) = struct.unpack_from("!H", frame, off + 2)
         off += 4
     if etype == ETH_P_IP:
-        if n < off + 20:
+        if n < off + 20 or frame[off] >> 4 != 4:
             return None
-        vihl = frame[off]
-        if vihl >> 4 != 4:
+        ihl = (frame[off] & 0x0F) * 4
+        (tot_len, frag, p) = struct.unpack_from("!H2xHxB", frame, off + 2)
+        if p != proto or ihl < 20 or frag & 0x3FFF:
             return None
-        ihl = (vihl & 0x0F) * 4
-        (tot_len, frag, proto) = struct.unpack_from("!H2xHxB", frame, off + 2)
-        if proto != IPPROTO_TCP or ihl < 20 or frag & 0x1FFF or frag & 0x2000:
+        if tot_len < ihl + min_len or n < off + tot_len:
             return None
-        if tot_len < ihl + 20 or n < off + tot_len:
+        return (4, bytes(frame[off + 12:off + 16]), bytes(frame[off + 16:off + 20]),
+                off + ihl, tot_len - ihl)
+    if etype == ETH_P_IPV6:
+        if n < off + 40 or frame[off] >> 4 != 6:
             return None
-        ver = 4
-        saddr = bytes(frame[off + 12:off + 16])
-        daddr = bytes(frame[off + 16:off + 20])
-        toff = off + ihl
-        seglen = tot_len - ihl
-    elif etype == ETH_P_IPV6:
-        if n < off + 40:
+        (plen, nxt) = struct.unpack_from("!HB", frame, off + 4)
+        if nxt != proto or plen < min_len or n < off + 40 + plen:
             return None
-        if frame[off] >> 4 != 6:
-            return None
-        (plen6, nxt) = struct.unpack_from("!HB", frame, off + 4)
-        if nxt != IPPROTO_TCP or plen6 < 20 or n < off + 40 + plen6:
-            return None
-        ver = 6
-        saddr = bytes(frame[off + 8:off + 24])
-        daddr = bytes(frame[off + 24:off + 40])
-        toff = off + 40
-        seglen = plen6
-    else:
+        return (6, bytes(frame[off + 8:off + 24]), bytes(frame[off + 24:off + 40]),
+                off + 40, plen)
+    return None
+
+
+def parse_tcp(frame):
+    """Return a TcpInfo for an Ethernet/IPv4|IPv6/TCP frame, else None
+    (the limits of ip_payload)."""
+    ip = ip_payload(frame, IPPROTO_TCP, 20)
+    if ip is None:
         return None
+    ver, saddr, daddr, toff, seglen = ip
     (sport, dport, seq, ack, doff, flags, window) = struct.unpack_from(
         "!HHIIBBH", frame, toff)
     thl = (doff >> 4) * 4
@@ -253,16 +250,23 @@ def build_tcp_frame(ver, smac, dmac, saddr, daddr, sport, dport, seq, ack,
                       ack & 0xFFFFFFFF, 5 << 4, flags, window, 0, 0) + payload
     c = tcp_csum(ver, saddr, daddr, tcp)
     tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
+    return ip_frame(ver, smac, dmac, saddr, daddr, IPPROTO_TCP, tcp, ttl, ip_id)
+
+
+def ip_frame(ver, smac, dmac, saddr, daddr, proto, payload, ttl=64, ip_id=0):
+    """A complete Ethernet frame carrying payload in an IPv4 (DF set,
+    header checksum filled in) or IPv6 packet of protocol proto, padded to
+    the 60-byte minimum."""
     if ver == 4:
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), ip_id,
-                         0x4000, ttl, IPPROTO_TCP, 0, saddr, daddr)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ip_id,
+                         0x4000, ttl, proto, 0, saddr, daddr)
         ip = ip[:10] + struct.pack("!H", ipv4_header_csum(ip)) + ip[12:]
         etype = ETH_P_IP
     else:
-        ip = struct.pack("!IHBB16s16s", 6 << 28, len(tcp), IPPROTO_TCP, ttl,
+        ip = struct.pack("!IHBB16s16s", 6 << 28, len(payload), proto, ttl,
                          saddr, daddr)
         etype = ETH_P_IPV6
-    frame = dmac + smac + struct.pack("!H", etype) + ip + tcp
+    frame = dmac + smac + struct.pack("!H", etype) + ip + payload
     if len(frame) < 60:
         frame += b"\0" * (60 - len(frame))
     return frame
@@ -303,41 +307,11 @@ class SctpInfo:
 
 def parse_sctp(frame):
     """Return an SctpInfo (first chunk's type in ``chunk``) for an
-    Ethernet/IPv4|IPv6/SCTP frame, else None.  Same limits as parse_tcp."""
-    n = len(frame)
-    if n < 14:
+    Ethernet/IPv4|IPv6/SCTP frame, else None (the limits of ip_payload)."""
+    ip = ip_payload(frame, IPPROTO_SCTP, 16)
+    if ip is None:
         return None
-    off = 12
-    (etype,) = struct.unpack_from("!H", frame, off)
-    off += 2
-    if etype == ETH_P_8021Q:
-        if n < off + 4:
-            return None
-        (etype,) = struct.unpack_from("!H", frame, off + 2)
-        off += 4
-    if etype == ETH_P_IP:
-        if n < off + 20 or frame[off] >> 4 != 4 or frame[off + 9] != IPPROTO_SCTP:
-            return None
-        ihl = (frame[off] & 0x0F) * 4
-        (tot_len, frag) = struct.unpack_from("!HxxH", frame, off + 2)
-        if ihl < 20 or frag & 0x3FFF or tot_len < ihl + 16 or n < off + tot_len:
-            return None
-        ver = 4
-        saddr = bytes(frame[off + 12:off + 16])
-        daddr = bytes(frame[off + 16:off + 20])
-        soff = off + ihl
-    elif etype == ETH_P_IPV6:
-        if n < off + 40 or frame[off + 6] != IPPROTO_SCTP:
-            return None
-        (plen,) = struct.unpack_from("!H", frame, off + 4)
-        if plen < 16 or n < off + 40 + plen:
-            return None
-        ver = 6
-        saddr = bytes(frame[off + 8:off + 24])
-        daddr = bytes(frame[off + 24:off + 40])
-        soff = off + 40
-    else:
-        return None
+    ver, saddr, daddr, soff, _ = ip
     sport, dport, vtag, _ = struct.unpack_from("!HHII", frame, soff)
     return SctpInfo(ver=ver, smac=bytes(frame[6:12]), dmac=bytes(frame[0:6]),
                     saddr=saddr, daddr=daddr, sport=sport, dport=dport,
@@ -353,19 +327,7 @@ def build_sctp_abort(ver, smac, dmac, saddr, daddr, sport, dport, vtag,
     pkt = struct.pack("!HHII", sport, dport, vtag, 0) + struct.pack(
         "!BBH", SCTP_ABORT, 1 if reflect else 0, 4)
     pkt = pkt[:8] + struct.pack("<I", crc32c(pkt)) + pkt[12:]
-    if ver == 4:
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(pkt), 0,
-                         0x4000, ttl, IPPROTO_SCTP, 0, saddr, daddr)
-        ip = ip[:10] + struct.pack("!H", ipv4_header_csum(ip)) + ip[12:]
-        etype = ETH_P_IP
-    else:
-        ip = struct.pack("!IHBB16s16s", 6 << 28, len(pkt), IPPROTO_SCTP, ttl,
-                         saddr, daddr)
-        etype = ETH_P_IPV6
-    frame = dmac + smac + struct.pack("!H", etype) + ip + pkt
-    if len(frame) < 60:
-        frame += b"\0" * (60 - len(frame))
-    return frame
+    return ip_frame(ver, smac, dmac, saddr, daddr, IPPROTO_SCTP, pkt, ttl)
 
 
 def seq_geq(a, b):
