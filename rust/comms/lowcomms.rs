@@ -718,16 +718,21 @@ fn bind_all(sock: &Socket, locals: &LocalAddrs, port_be: u16) -> Result {
             sock.bind_add(&mut a)
         };
         if let Err(e) = res {
-            log_print!(
-                "Can't bind to {} addr number {}, {}.",
-                u16::from_be(port_be),
-                i + 1,
-                e.to_errno()
-            );
+            log_bind_error(port_be, i, e);
             return Err(e);
         }
     }
     Ok(())
+}
+
+/// C's line for a local address (number `i`, from 0) that could not be bound.
+fn log_bind_error(port_be: u16, i: usize, e: Error) {
+    log_print!(
+        "Can't bind to {} addr number {}, {}.",
+        u16::from_be(port_be),
+        i + 1,
+        e.to_errno()
+    );
 }
 
 /// A TCP listen socket bound to our address `a` (number `i`, from 0) and port `port_be`.
@@ -741,12 +746,7 @@ fn tcp_listen_socket(a: &SockAddr, family: u32, i: usize, port_be: u16) -> Resul
     a.set_family(family);
     a.set_port_be(port_be);
     if let Err(e) = sock.bind(&mut a) {
-        log_print!(
-            "Can't bind to {} addr number {}, {}.",
-            u16::from_be(port_be),
-            i + 1,
-            e.to_errno()
-        );
+        log_bind_error(port_be, i, e);
         return Err(e);
     }
     Ok(sock)
