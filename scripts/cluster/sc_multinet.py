@@ -258,19 +258,27 @@ def report_pauses(ctx, pauses, t_cut):
         for i, p in sorted(pauses.items())))
 
 
+def warm_up(cl, ctx, protocol, tag):
+    """The start of both two-network scenarios: the configfs protocol
+    checked, the lockspace joined and anchored on node 1, and a 3 s torture
+    on every node.  Connections (associations) come up with the first
+    messages, and the anchor's requests crossed the network from node 1
+    only: the torture makes every node talk to the counter's master.
+    Returns (ids, the guests' clocks, the torture's increments)."""
+    ids = cl.alive()
+    clocks = uptimes(cl, ids)
+    check_protocol(cl, ctx, ids, protocol)
+    cl.join(LS, ids)
+    anchor(cl, ctx)
+    pend = {i: start_torture(cl, i, 3, "%s%d" % (tag, i)) for i in ids}
+    warm = sum(t for t, _ in watched_totals(cl, ctx, pend, "warm-up").values())
+    return ids, clocks, warm
+
+
 def sc_multihome(cl, ctx):
     """SCTP on two networks: segment A cut for CUT_S s under torture and
     healed; delivery goes on over B; exact counter; pauses measured."""
-    ids = cl.alive()
-    clocks = uptimes(cl, ids)
-    check_protocol(cl, ctx, ids, 1)
-    cl.join(LS, ids)
-    anchor(cl, ctx)
-    # Associations come up with the first messages: the anchor's lock
-    # requests crossed the network from node 1 only; a short torture makes
-    # every pair talk.
-    pend = {i: start_torture(cl, i, 3, "mw%d" % i) for i in ids}
-    warm = sum(t for t, _ in watched_totals(cl, ctx, pend, "warm-up").values())
+    ids, clocks, warm = warm_up(cl, ctx, 1, "mw")
     check_on_sctp(cl, ctx, ids, multihomed=True)
     # C's rule, which ours keeps: every connect moves the peer's current
     # address on, so an association's primary path may be on either
@@ -309,13 +317,7 @@ def sc_multihome(cl, ctx):
 def sc_tcp_failover(cl, ctx):
     """TCP on two networks: segment A cut under torture and left cut; every
     connection moves to B; exact counter; pauses measured."""
-    ids = cl.alive()
-    clocks = uptimes(cl, ids)
-    check_protocol(cl, ctx, ids, 0)
-    cl.join(LS, ids)
-    anchor(cl, ctx)
-    pend = {i: start_torture(cl, i, 3, "tw%d" % i) for i in ids}
-    warm = sum(t for t, _ in watched_totals(cl, ctx, pend, "warm-up").values())
+    ids, clocks, warm = warm_up(cl, ctx, 0, "tw")
     before = {i: tcp_dlm_conns(cl, i) for i in ids}
     ctx.say("DLM TCP connections before the cut: %s" % before)
     check(all(before.values()), "a node has no DLM TCP connection before the cut: %s" % before)
