@@ -1022,6 +1022,28 @@ fn accept_one(c: &Comms, mut sock: Socket) {
         node.io_test_and_set(io::RESEND);
         let _tx = node.tx.lock();
         queue_swork(&node);
+    } else if c.protocol() == Protocol::Tcp
+        && node.addr_count() > 1
+        && main
+            .sock
+            .as_ref()
+            .and_then(|s| s.peer_addr().ok())
+            .is_some_and(|mut a| {
+                a.set_port_be(0);
+                !a.same(&peer)
+            })
+    {
+        // The peer dialled from another of its addresses than the one our connection goes to:
+        // it failed over, and ours, over the network it left, may be dead without our knowing
+        // before our own timeout, while the peer waits for what we send there.  This becomes
+        // the main socket, what is unacknowledged goes again on it, and our next connects dial
+        // that address.
+        node.dial_addr(&peer);
+        close_main(&node, &mut main);
+        main.sock = Some(sock);
+        node.io_test_and_set(io::RESEND);
+        let _tx = node.tx.lock();
+        queue_swork(&node);
     } else {
         // Crossed connects: keep ours for sending, receive on this one.
         let mut other = node.other.lock();

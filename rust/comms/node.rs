@@ -619,6 +619,15 @@ impl Node {
         addrs.curr = (addrs.curr + 1) % addrs.count.max(1);
     }
 
+    /// Makes `a`, if it is one of the node's addresses, the one the next connect dials.
+    pub(crate) fn dial_addr(&self, a: &SockAddr) {
+        let mut addrs = self.addrs.lock();
+        let n = addrs.count;
+        if let Some(i) = addrs.addr[..n].iter().position(|x| x.same(a)) {
+            addrs.curr = i;
+        }
+    }
+
     /// How many addresses the node has.
     pub(crate) fn addr_count(&self) -> usize {
         self.addrs.lock().count
